@@ -1,0 +1,30 @@
+# diffrecon: diffusion-prior reconstruction for accelerated MRI and sparse-view / limited-angle CT.
+#
+# Table of contents. Results paths encode the table cell:
+#   results/{modality}/{dataset}/{setting}/{method}/metrics.csv
+# Rebuild one cell by asking for its file, e.g.
+#   snakemake --cores all results/ct/demo_thorax/sv8/fbp/metrics.csv
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/mri.smk"
+include: "workflow/rules/ct.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    """Every table and figure of the configured experiment matrix."""
+    input:
+        final_outputs(),

@@ -1,0 +1,92 @@
+"""Configuration validation with one-line error messages.
+
+The pipeline's ``config.yaml`` is checked against ``workflow/schemas/config.schema.yaml``
+(JSON Schema 2020-12, ``additionalProperties: false``). The first (most relevant)
+violation is reported as a single line naming the key path and the allowed values,
+e.g. ``config: mri.masks[0]: 'gaussian3d' is not one of gaussian1d, uniform1d, ...``.
+Defaults declared in the schema are filled in. Cross-references (experiment
+datasets must exist and have the right modality) are checked too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; ``str(err)`` is the one-line message shown to the user."""
+
+
+def _key_path(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _message(err) -> str:
+    where = _key_path(err.absolute_path)
+    if err.validator == "enum":
+        return f"{where}: {err.instance!r} is not one of {', '.join(map(str, err.validator_value))}"
+    if err.validator == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        extra = sorted(set(err.instance) - set(allowed)) if isinstance(err.instance, dict) else []
+        return f"{where}: unknown key {', '.join(map(repr, extra))} (allowed: {', '.join(allowed)})"
+    if err.validator == "propertyNames":
+        allowed = err.validator_value.get("enum") or err.validator_value.get("pattern")
+        bad = err.instance if not isinstance(err.instance, dict) else ""
+        return f"{where}: unknown key {bad!r} (allowed: {', '.join(allowed) if isinstance(allowed, list) else allowed})"
+    return f"{where}: {err.message}"
+
+
+def _fill_defaults(schema: dict, instance, root: dict):
+    if not isinstance(instance, dict):
+        return
+    for key, sub in schema.get("properties", {}).items():
+        if "$ref" in sub:
+            sub = _resolve(sub["$ref"], root)
+        if key not in instance and "default" in sub:
+            instance[key] = sub["default"]
+        if key in instance:
+            _fill_defaults(sub, instance[key], root)
+
+
+def _resolve(ref: str, root: dict) -> dict:
+    node = root
+    for part in ref.lstrip("#/").split("/"):
+        node = node[part]
+    return node
+
+
+def validate_config(config: dict, schema_path=SCHEMA) -> dict:
+    """Validate ``config`` in place (defaults filled); raise :class:`ConfigError` with one line."""
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is not None:
+        raise ConfigError(f"config: {_message(error)}")
+    _fill_defaults(schema, config, schema)
+    datasets = config["datasets"]
+    for modality in ("mri", "ct"):
+        for i, name in enumerate(config.get(modality, {}).get("datasets", [])):
+            if name not in datasets:
+                raise ConfigError(f"config: {modality}.datasets[{i}]: '{name}' is not a dataset (defined: {', '.join(datasets)})")
+            if datasets[name]["modality"] != modality:
+                raise ConfigError(f"config: {modality}.datasets[{i}]: '{name}' has modality {datasets[name]['modality']}, not {modality}")
+    return config
+
+
+def load_config(path) -> dict:
+    """Read and validate a YAML config file."""
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.__class__.__name__})") from None
+    return validate_config(config)

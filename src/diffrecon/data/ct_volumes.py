@@ -1,0 +1,77 @@
+"""Read and write CT volumes and sinograms.
+
+Volume file (HDF5)::
+
+    volume   float32 (slices, H, W), values in [0, 1] (attenuation normalised to the demo window)
+    attrs:   spacing_mm = (dz, dy, dx), description
+
+``.npy`` volumes of shape (slices, H, W) are accepted on reading. A sinogram
+file holds ``sinogram`` (slices, views, detectors) and ``angles`` (radians).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from diffrecon.data.fastmri import DataFormatError
+
+
+def write_ct_volume(path, volume: np.ndarray, spacing_mm=(1.0, 1.0, 1.0), description: str = "") -> Path:
+    """Write ``volume`` (slices, H, W) to an HDF5 file atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if volume.ndim != 3:
+        raise DataFormatError(f"{path}: CT volume must be (slices, H, W), got {volume.shape}")
+    tmp = path.with_suffix(path.suffix + ".part")
+    with h5py.File(tmp, "w") as f:
+        f.create_dataset("volume", data=volume.astype(np.float32))
+        f.attrs["spacing_mm"] = np.asarray(spacing_mm, dtype=np.float64)
+        f.attrs["description"] = description
+    tmp.replace(path)
+    return path
+
+
+def read_ct_volume(path, key: str = "volume") -> np.ndarray:
+    """Read a (slices, H, W) float32 volume from ``.h5`` (dataset ``key``) or ``.npy``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"{path}: file not found")
+    if path.suffix == ".npy":
+        try:
+            vol = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise DataFormatError(f"{path}: not a numpy array file ({exc})") from None
+    else:
+        try:
+            f = h5py.File(path, "r")
+        except OSError as exc:
+            raise DataFormatError(f"{path}: not an HDF5 file ({exc.__class__.__name__})") from None
+        with f:
+            if key not in f:
+                raise DataFormatError(f"{path}: no '{key}' dataset (keys: {sorted(f.keys())})")
+            vol = f[key][()]
+    if vol.ndim != 3:
+        raise DataFormatError(f"{path}: expected a (slices, H, W) volume, got shape {vol.shape}")
+    if vol.shape[1] != vol.shape[2]:
+        raise DataFormatError(f"{path}: slices must be square (H == W), got {vol.shape[1:]}")
+    if np.iscomplexobj(vol) or not np.isfinite(vol).all():
+        raise DataFormatError(f"{path}: volume must be real and finite")
+    return vol.astype(np.float32)
+
+
+def read_sinogram(path) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``sinogram`` (slices, views, det) and ``angles`` (radians) from an HDF5 file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"{path}: file not found")
+    with h5py.File(path, "r") as f:
+        for key in ("sinogram", "angles"):
+            if key not in f:
+                raise DataFormatError(f"{path}: no '{key}' dataset (keys: {sorted(f.keys())})")
+        sino, angles = f["sinogram"][()], f["angles"][()]
+    if sino.ndim != 3 or angles.ndim != 1 or sino.shape[1] != angles.shape[0]:
+        raise DataFormatError(f"{path}: sinogram {sino.shape} must be (slices, views, det) with views = len(angles) = {angles.shape}")
+    return sino.astype(np.float32), angles.astype(np.float64)

@@ -1,0 +1,119 @@
+"""Parametric phantom families for the embedded demo (no download, seeded, fast).
+
+Both families are sums of random ellipsoids on a normalised grid ``[-1, 1]^3``,
+so neighbouring slices are continuous and every draw is a plausible "patient"
+of the same family. They are synthetic: they imitate the layout of anatomy
+(outer shell, soft tissue, cavities, small lesions), not its real texture.
+
+* :func:`head_volume` — MRI family: skull shell, brain with grey/white-matter
+  contrast, two ventricles, a few lesions, a smooth intensity bias and a low
+  amplitude smooth texture. Magnitude in ``[0, 1]``.
+* :func:`body_volume` — CT family: elliptical body, two lungs with vessels,
+  spine, organs and nodules. Attenuation-like values in ``[0, 1]``.
+
+Shapes are ``(slices, H, W)`` float32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+
+def _grid(depth: int, size: int, z_extent: float):
+    """Normalised coordinates: x, y in [-1, 1] (in-plane), z in [-z_extent, z_extent]."""
+    lin = np.linspace(-1.0, 1.0, size, dtype=np.float32)
+    zs = np.linspace(-z_extent, z_extent, depth, dtype=np.float32) if depth > 1 else np.zeros(1, np.float32)
+    z, y, x = np.meshgrid(zs, lin, lin, indexing="ij")
+    return z, y, x
+
+
+def ellipsoid(z, y, x, centre, radii, angle=0.0):
+    """Boolean mask of an ellipsoid rotated by ``angle`` (radians) in the axial plane.
+
+    ``((x'-cx)/rx)^2 + ((y'-cy)/ry)^2 + ((z-cz)/rz)^2 <= 1`` with (x', y') the rotated
+    in-plane coordinates.
+    """
+    cz, cy, cx = centre
+    rz, ry, rx = radii
+    c, s = np.cos(angle), np.sin(angle)
+    xr = c * (x - cx) + s * (y - cy)
+    yr = -s * (x - cx) + c * (y - cy)
+    return (xr / rx) ** 2 + (yr / ry) ** 2 + ((z - cz) / rz) ** 2 <= 1.0
+
+
+def _smooth_field(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
+    """Zero-mean, unit-peak smooth random field (Gaussian-filtered white noise)."""
+    field = gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma=sigma)
+    return field / (np.abs(field).max() + 1e-12)
+
+
+def head_volume(rng: np.random.Generator, depth: int, size: int, ood: bool = False) -> np.ndarray:
+    """One random head-like magnitude volume ``(depth, size, size)`` in ``[0, 1]``.
+
+    ``ood=True`` draws from a shifted family (inverted lesion contrast, larger
+    ventricles, elongated head) for out-of-distribution robustness checks.
+    """
+    z, y, x = _grid(depth, size, z_extent=0.25)
+    u = rng.uniform
+    angle = u(-0.3, 0.3)
+    ax, ay = u(0.70, 0.82), u(0.80, 0.92)
+    if ood:
+        ax, ay = ax * 0.85, min(ay * 1.05, 0.95)
+    img = np.zeros_like(x)
+    head = ellipsoid(z, y, x, (0, 0, 0), (1.2, ay, ax), angle)
+    brain = ellipsoid(z, y, x, (0, 0.0, 0), (1.1, ay - 0.08, ax - 0.08), angle)
+    img[head] = 0.85                                   # scalp / skull marrow (bright on T1)
+    img[head & ~ellipsoid(z, y, x, (0, 0, 0), (1.15, ay - 0.04, ax - 0.04), angle)] = 0.95
+    img[brain] = 0.45                                  # grey matter
+    white = brain & ellipsoid(z, y, x, (0, u(-0.05, 0.05), 0), (1.0, ay - 0.25, ax - 0.22), angle)
+    img[white] = 0.65                                  # white matter
+    # gyri-like modulation of the grey/white boundary
+    img[brain] += 0.08 * _smooth_field(rng, img.shape, sigma=size / 24)[brain]
+    vent_scale = 1.6 if ood else 1.0
+    for side in (-1, 1):                               # lateral ventricles (dark, CSF)
+        vr = (0.6, u(0.16, 0.24) * vent_scale, u(0.05, 0.08) * vent_scale)
+        img[ellipsoid(z, y, x, (0, u(-0.12, 0.0), side * u(0.10, 0.16)), vr, angle + side * 0.2)] = 0.12
+    for _ in range(rng.integers(1, 4)):                # lesions
+        r = u(0.04, 0.10)
+        centre = (u(-0.15, 0.15), u(-0.5, 0.5) * ay, u(-0.5, 0.5) * ax)
+        lesion = ellipsoid(z, y, x, centre, (r * 1.5, r, r * u(0.7, 1.3)), u(0, np.pi)) & brain
+        img[lesion] = 0.25 if ood else u(0.80, 0.95)
+    img += 0.03 * _smooth_field(rng, img.shape, sigma=1.0) * (img > 0)   # fine texture
+    bias = 1.0 + 0.15 * _smooth_field(rng, img.shape, sigma=size / 4)   # coil-independent bias
+    img = np.clip(img * bias, 0.0, None)
+    return (img / img.max()).astype(np.float32)
+
+
+def smooth_phase(rng: np.random.Generator, shape, max_rad: float = np.pi / 2) -> np.ndarray:
+    """Smooth phase map ``(slices, H, W)`` in radians: a random low-order field, |phase| <= max_rad."""
+    return (max_rad * _smooth_field(rng, shape, sigma=shape[-1] / 6)).astype(np.float32)
+
+
+def body_volume(rng: np.random.Generator, depth: int, size: int) -> np.ndarray:
+    """One random thorax-like attenuation volume ``(depth, size, size)`` in ``[0, 1]``."""
+    z, y, x = _grid(depth, size, z_extent=0.6)
+    u = rng.uniform
+    img = np.zeros_like(x)
+    bx, by = u(0.78, 0.92), u(0.55, 0.70)
+    body = ellipsoid(z, y, x, (0, 0.05, 0), (3.0, by, bx), u(-0.1, 0.1))
+    img[body] = 0.45                                   # soft tissue
+    img[body & ~ellipsoid(z, y, x, (0, 0.05, 0), (3.0, by - 0.05, bx - 0.05), 0)] = 0.35  # fat layer
+    for side in (-1, 1):                               # lungs with slowly varying size along z
+        lung = ellipsoid(z, y, x, (u(-0.2, 0.2), u(-0.1, 0.05), side * u(0.36, 0.44)),
+                         (u(0.9, 1.4), u(0.32, 0.42), u(0.20, 0.28)), side * u(0.0, 0.3))
+        img[lung & body] = 0.08
+        for _ in range(rng.integers(3, 7)):            # vessels / nodules inside the lungs
+            r = u(0.02, 0.05)
+            c = (u(-0.5, 0.5), u(-0.3, 0.2), side * u(0.3, 0.5))
+            img[ellipsoid(z, y, x, c, (r * u(1, 6), r, r), u(0, np.pi)) & lung] = u(0.35, 0.55)
+    img[ellipsoid(z, y, x, (0, u(0.35, 0.45), 0), (3.0, 0.09, 0.08), 0)] = 0.95   # spine
+    img[ellipsoid(z, y, x, (0, u(0.10, 0.2), u(-0.1, 0.1)), (3.0, 0.10, 0.10), 0)] = 0.6  # aorta
+    img[ellipsoid(z, y, x, (u(-0.3, 0.3), u(-0.25, -0.1), u(-0.15, 0.1)),
+                  (u(0.5, 0.9), u(0.15, 0.22), u(0.18, 0.26)), u(-0.5, 0.5)) & body] = 0.55  # heart
+    for _ in range(rng.integers(2, 5)):                # organs / masses in soft tissue
+        r = u(0.05, 0.12)
+        c = (u(-0.5, 0.5), u(-0.4, 0.4) * by, u(-0.6, 0.6) * bx)
+        img[ellipsoid(z, y, x, c, (r * u(1, 4), r, r * u(0.7, 1.3)), u(0, np.pi)) & (img >= 0.3)] = u(0.5, 0.7)
+    img += 0.02 * _smooth_field(rng, img.shape, sigma=1.0) * (img > 0)
+    return np.clip(img, 0.0, 1.0).astype(np.float32)

@@ -1,0 +1,331 @@
+"""The pipeline's steps as plain functions: simulate → reconstruct → evaluate.
+
+Each step reads and writes HDF5 files with one group per test case, so a
+reconstruction step never sees the ground truth:
+
+``measurements.h5``  root attrs: modality, setting, dataset (+ mask metadata for MRI,
+                     geometry for CT); dataset ``mask`` (MRI) or ``angles`` (CT);
+                     ``cases/<case>/kspace`` (S, [C,] H, W) or ``cases/<case>/sinogram`` (S, V, det)
+``target.h5``        ``cases/<case>/target`` (S, H, W) float32 magnitude / attenuation
+``recon.h5``         ``cases/<case>/reconstruction`` (S, H, W) float32 (fastMRI prediction key)
+
+Snakemake scripts and the CLI both call these functions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from diffrecon.settings import CTSetting, MRISetting
+
+log = logging.getLogger("diffrecon")
+
+
+@contextmanager
+def atomic_h5(path):
+    """Open ``path`` for writing through a temporary file renamed on success (nothing half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    try:
+        with h5py.File(tmp, "w") as f:
+            yield f
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_cases(path, key: str) -> dict[str, np.ndarray]:
+    """``{case: cases/<case>/<key>}`` from a pipeline HDF5 file, in stored order."""
+    with h5py.File(path, "r") as f:
+        return {name: f["cases"][name][key][()] for name in f["cases"]}
+
+
+def read_attrs(path) -> dict:
+    with h5py.File(path, "r") as f:
+        return dict(f.attrs)
+
+
+def _central(n: int, keep: int | None) -> slice:
+    if not keep or keep >= n:
+        return slice(0, n)
+    start = (n - keep) // 2
+    return slice(start, start + keep)
+
+
+def _case_name(path) -> str:
+    return Path(path).stem
+
+
+# ----------------------------------------------------------------------------------------- MRI
+def mri_ground_truth(coil_imgs: np.ndarray, coil_mode: str, multicoil_file: bool, acs: int = 24):
+    """Image to measure and its magnitude target for one volume of coil images (S, C, H, W).
+
+    * ``multicoil``: the coil images themselves; target RSS.
+    * ``singlecoil``: complex coil combination sum_c conj(S_c) x_c with ESPIRiT maps from the
+      fully sampled data (this builds the reference object, it is not part of any reconstruction);
+      a single-coil file is used as is.
+    * ``magnitude``: the RSS image, real valued.
+    """
+    from diffrecon.physics.mri import rss
+
+    import torch
+
+    mag = rss(torch.from_numpy(coil_imgs), dim=-3).numpy()
+    if coil_mode == "multicoil":
+        return coil_imgs, mag
+    if coil_mode == "magnitude":
+        return mag.astype(np.complex64), mag
+    if not multicoil_file:
+        img = coil_imgs[:, 0]
+        return img, np.abs(img)
+    from diffrecon.physics.fft import fft2c
+    from diffrecon.physics.sensitivity import espirit_maps
+
+    ksp = fft2c(torch.from_numpy(coil_imgs)).numpy()
+    img = np.stack([(np.conj(espirit_maps(ksp[s], calib_width=min(acs, ksp.shape[-1] // 2))) * coil_imgs[s]).sum(0)
+                    for s in range(len(ksp))]).astype(np.complex64)
+    return img, np.abs(img)
+
+
+def simulate_mri(manifest: dict, setting: MRISetting, out_measurements, out_target, out_mask_json=None,
+                 seed: int = 0, max_cases: int | None = None, central_slices: int | None = None,
+                 split: str = "test") -> dict:
+    """Retrospective undersampling of the test split: y = M ⊙ F x for every case.
+
+    Each volume is normalised by the maximum of its target magnitude (as score-MRI trains and tests
+    on [0, 1] magnitudes); the scale is stored per case. One seeded mask per setting.
+    """
+    import torch
+
+    from diffrecon.data.fastmri import coil_images, read_volume
+    from diffrecon.physics.fft import fft2c
+    from diffrecon.physics.masks import make_mask
+
+    files = manifest["splits"][split][:max_cases] if max_cases else manifest["splits"][split]
+    mask = None
+    with atomic_h5(out_measurements) as fm, atomic_h5(out_target) as ft:
+        for path in files:
+            vol = read_volume(path)
+            sl = _central(vol.n_slices, central_slices)
+            coils = coil_images(vol, sl)
+            if mask is None:
+                mask = make_mask(setting.mask, coils.shape[-2:], setting.acceleration, setting.acs_fraction, seed)
+            x, target = mri_ground_truth(coils, setting.coil_mode, vol.multicoil)
+            scale = float(target.max()) or 1.0
+            x, target = x / scale, target / scale
+            ksp = fft2c(torch.from_numpy(np.ascontiguousarray(x, dtype=np.complex64))).numpy()
+            ksp = ksp * mask.array
+            g = fm.create_group(f"cases/{_case_name(path)}")
+            g.create_dataset("kspace", data=ksp.astype(np.complex64), compression="gzip", compression_opts=1)
+            g.attrs.update({"scale": scale, "source": str(path), "slices": f"{sl.start}:{sl.stop}"})
+            ft.create_dataset(f"cases/{_case_name(path)}/target", data=target.astype(np.float32))
+        meta = mask.to_dict()
+        fm.create_dataset("mask", data=mask.array)
+        fm.attrs.update({"modality": "mri", "dataset": manifest["name"], "setting": setting.name,
+                         "coil_mode": setting.coil_mode, "mask": json.dumps(meta)})
+        ft.attrs.update({"modality": "mri", "dataset": manifest["name"], "setting": setting.name})
+    if out_mask_json:
+        Path(out_mask_json).write_text(json.dumps(meta, indent=2))
+    log.info("simulated %d cases, %s, effective R = %.2f", len(files), setting.name, mask.effective_acceleration)
+    return meta
+
+
+def reconstruct_mri(measurements, method: str, out_path, params: dict | None = None) -> dict:
+    """Run an MRI method on every case of ``measurements``; write ``recon.h5``; return timings."""
+    from diffrecon.baselines import MRI_METHODS
+    from diffrecon.physics.masks import acs_width
+
+    if method not in MRI_METHODS:
+        raise ValueError(f"MRI method '{method}' is not one of {', '.join(MRI_METHODS)}")
+    attrs = read_attrs(measurements)
+    setting = MRISetting.parse(attrs["setting"])
+    with h5py.File(measurements, "r") as f:
+        mask = f["mask"][()]
+    params = dict(params or {})
+    if method == "tv":
+        params.setdefault("acs_width", max(acs_width(mask.shape, setting.acs_fraction), 4))
+    seconds = {}
+    with atomic_h5(out_path) as fo:
+        for case, ksp in read_cases(measurements, "kspace").items():
+            t0 = time.perf_counter()
+            rec = MRI_METHODS[method](ksp, mask, setting.coil_mode, **params)
+            seconds[case] = time.perf_counter() - t0
+            fo.create_dataset(f"cases/{case}/reconstruction", data=rec.astype(np.float32))
+            fo[f"cases/{case}"].attrs["seconds"] = seconds[case]
+        fo.attrs.update({"modality": "mri", "method": method, "setting": setting.name,
+                         "params": json.dumps(params, default=str)})
+    return seconds
+
+
+# ------------------------------------------------------------------------------------------ CT
+def simulate_ct(manifest: dict, setting: CTSetting, out_measurements, out_target, projector: str = "linear",
+                n_threads: int | None = None, max_cases: int | None = None, split: str = "test",
+                noise: dict | None = None, seed: int = 0) -> dict:
+    """Project each test volume: y = A x slice by slice (optional Poisson + Gaussian noise)."""
+    import torch
+
+    from diffrecon.data.ct_volumes import read_ct_volume
+    from diffrecon.physics.ct import ParallelBeamCT
+
+    files = manifest["splits"][split][:max_cases] if max_cases else manifest["splits"][split]
+    rng = np.random.default_rng(seed)
+    geom = None
+    with atomic_h5(out_measurements) as fm, atomic_h5(out_target) as ft:
+        for path in files:
+            vol = read_ct_volume(path)
+            if geom is None:
+                geom = setting.geometry(vol.shape[-1], projector)
+                op = ParallelBeamCT(geom, n_threads=n_threads)
+            elif vol.shape[-1] != geom.n:
+                raise ValueError(f"{path}: slice size {vol.shape[-1]} differs from the first test volume ({geom.n})")
+            sino = op.A(torch.from_numpy(vol)).numpy()
+            if noise and (noise.get("I0") or noise.get("sigma")):
+                sino = add_ct_noise(sino, rng, noise.get("I0", 0), noise.get("sigma", 0.0), noise.get("mu_scale", 1.0))
+            fm.create_dataset(f"cases/{_case_name(path)}/sinogram", data=sino.astype(np.float32))
+            fm[f"cases/{_case_name(path)}"].attrs["source"] = str(path)
+            ft.create_dataset(f"cases/{_case_name(path)}/target", data=vol)
+        op.close()
+        fm.create_dataset("angles", data=np.asarray(geom.angles))
+        fm.attrs.update({"modality": "ct", "dataset": manifest["name"], "setting": setting.name, "n": geom.n,
+                         "det_count": geom.det_count, "projector": geom.projector, "noise": json.dumps(noise or {})})
+        ft.attrs.update({"modality": "ct", "dataset": manifest["name"], "setting": setting.name})
+    return {"cases": len(files), "views": len(geom.angles)}
+
+
+def add_ct_noise(sino: np.ndarray, rng: np.random.Generator, I0: float, sigma: float, mu_scale: float = 1.0) -> np.ndarray:
+    """Transmission noise: counts ~ Poisson(I0 exp(-p/mu_scale)) + N(0, sigma^2), back to line integrals.
+
+    ``I0 = 0`` disables the Poisson part (then only Gaussian noise of std ``sigma`` is added to p).
+    """
+    if not I0:
+        return sino + rng.normal(0.0, sigma, sino.shape)
+    counts = rng.poisson(I0 * np.exp(-sino / mu_scale)) + rng.normal(0.0, sigma, sino.shape)
+    return -mu_scale * np.log(np.clip(counts, 1.0, None) / I0)
+
+
+def ct_geometry_from(measurements):
+    """The :class:`CTGeometry` stored in a measurements file."""
+    from diffrecon.physics.ct import CTGeometry
+
+    with h5py.File(measurements, "r") as f:
+        a = f.attrs
+        return CTGeometry(n=int(a["n"]), angles=tuple(float(t) for t in f["angles"][()]),
+                          det_count=int(a["det_count"]), projector=str(a["projector"]))
+
+
+def reconstruct_ct(measurements, method: str, out_path, params: dict | None = None) -> dict:
+    """Run a CT method on every case of ``measurements``; write ``recon.h5``; return timings."""
+    from diffrecon.baselines import CT_METHODS
+
+    if method not in CT_METHODS:
+        raise ValueError(f"CT method '{method}' is not one of {', '.join(CT_METHODS)}")
+    geom = ct_geometry_from(measurements)
+    params = dict(params or {})
+    seconds = {}
+    with atomic_h5(out_path) as fo:
+        for case, sino in read_cases(measurements, "sinogram").items():
+            t0 = time.perf_counter()
+            rec = CT_METHODS[method](sino, geom, **params)
+            seconds[case] = time.perf_counter() - t0
+            fo.create_dataset(f"cases/{case}/reconstruction", data=rec.astype(np.float32))
+            fo[f"cases/{case}"].attrs["seconds"] = seconds[case]
+        fo.attrs.update({"modality": "ct", "method": method, "setting": read_attrs(measurements)["setting"],
+                         "params": json.dumps(params, default=str)})
+    return seconds
+
+
+# ---------------------------------------------------------------------------------- evaluation
+def evaluate(target_path, recon_path, out_csv, dataset: str, setting: str, method: str):
+    """Per-case metrics of one table cell → ``metrics.csv`` (one row per case and view)."""
+    import pandas as pd
+
+    from diffrecon.metrics import case_rows
+    from diffrecon.metrics.ct import CT_CONVENTION, ct_view_metrics
+    from diffrecon.metrics.mri import MRI_CONVENTION, fastmri_metrics
+
+    modality = read_attrs(target_path)["modality"]
+    targets = read_cases(target_path, "target")
+    recons = read_cases(recon_path, "reconstruction")
+    with h5py.File(recon_path, "r") as f:
+        seconds = {c: float(f["cases"][c].attrs.get("seconds", np.nan)) for c in f["cases"]}
+    if set(targets) != set(recons):
+        raise ValueError(f"{recon_path}: cases {sorted(recons)} differ from targets {sorted(targets)}")
+    rows = []
+    for case, target in targets.items():
+        if modality == "mri":
+            by_view = {"image": fastmri_metrics(target, recons[case])}
+        else:
+            by_view = ct_view_metrics(target, recons[case])
+        rows += case_rows(modality, dataset, setting, method, case, by_view)
+        for row in rows[-len(by_view):]:
+            row["seconds"] = seconds[case]
+    df = pd.DataFrame(rows)
+    df["convention"] = MRI_CONVENTION if modality == "mri" else CT_CONVENTION
+    Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out_csv, index=False)
+    return df
+
+
+# ------------------------------------------------------------------------------ tables, figures
+def summarize_metrics(metrics_files, out_summary, out_cases):
+    """Concatenate per-case metrics of every cell; write all rows and the per-cell summary."""
+    import pandas as pd
+
+    from diffrecon.report.tables import summarize
+
+    cases = pd.concat([pd.read_csv(p) for p in metrics_files], ignore_index=True)
+    cases.to_csv(out_cases, index=False)
+    summary = summarize(cases)
+    summary.to_csv(out_summary, index=False)
+    return summary
+
+
+def paper_tables(summary_csv, modality: str, view: str, out_csv, out_md, out_tex, methods=None, settings=None):
+    """Write one paper-shaped table (CSV, Markdown, LaTeX) from the per-cell summary."""
+    import pandas as pd
+
+    from diffrecon.metrics.ct import CT_CONVENTION
+    from diffrecon.metrics.mri import MRI_CONVENTION
+    from diffrecon.report.tables import write_table
+
+    summary = pd.read_csv(summary_csv)
+    stem = Path(out_csv).with_suffix("")
+    paths = write_table(summary, modality, view, stem, MRI_CONVENTION if modality == "mri" else CT_CONVENTION,
+                        method_order=methods, setting_order=settings)
+    for produced, wanted in zip((paths["csv"], paths["md"], paths["tex"]), (out_csv, out_md, out_tex)):
+        if Path(produced) != Path(wanted):
+            Path(produced).replace(wanted)
+    return paths
+
+
+def setting_figure(target_path, measurements_path, recon_paths: dict, out_png, case_index: int = 0):
+    """Comparison figure of one setting for one test case (MRI: middle slice; CT: three views)."""
+    from diffrecon.metrics.ct import ct_view_metrics
+    from diffrecon.metrics.mri import fastmri_metrics
+    from diffrecon.report.figures import comparison_figure, ct_views_figure
+
+    attrs = read_attrs(measurements_path)
+    targets = read_cases(target_path, "target")
+    case = list(targets)[min(case_index, len(targets) - 1)]
+    target = targets[case]
+    recons = {m: read_cases(p, "reconstruction")[case] for m, p in recon_paths.items()}
+    title = f"{attrs['dataset']} · {attrs['setting']} · {case}"
+    if attrs["modality"] == "ct":
+        metrics = {m: ct_view_metrics(target, r) for m, r in recons.items()}
+        return ct_views_figure(target, recons, out_png, metrics_by_view=metrics, title=title)
+    with h5py.File(measurements_path, "r") as f:
+        mask = f["mask"][()]
+    meta = json.loads(attrs["mask"])
+    k = target.shape[0] // 2
+    metrics = {m: fastmri_metrics(target, r) for m, r in recons.items()}
+    return comparison_figure(target[k], {m: r[k] for m, r in recons.items()}, out_png, measurement=mask,
+                             measurement_label=f"mask (R_eff = {meta['effective_acceleration']:.2f})",
+                             metrics=metrics, title=f"{title} · slice {k} (metrics over the volume)")

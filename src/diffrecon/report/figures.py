@@ -1,0 +1,363 @@
+"""Qualitative comparison figures (PNG, non-interactive).
+
+Importing this module switches matplotlib to the non-interactive ``Agg``
+backend: figures are only ever written to files, never shown.
+
+* :func:`comparison_figure` — one 2-D slice: optional measurement panel
+  (sampling mask, sinogram, ...), every method and the ground truth, each with a
+  zoom inset and PSNR/SSIM, above their absolute error maps on one colour scale.
+* :func:`ct_views_figure` — a CT volume in axial / coronal / sagittal middle
+  slices, with error maps and per-view metrics.
+* :func:`save_preview` — a single image, used by the command line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg", force=True)
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+__all__ = ["comparison_figure", "ct_views_figure", "save_preview"]
+
+DPI = 150
+IMAGE_CMAP = "gray"
+ERROR_CMAP = "inferno"
+ZOOM_COLOR = "#ffd21f"
+INSET_FRACTION = 0.37  # side of the zoom inset, as a fraction of the panel
+
+# views of a (D, H, W) volume: name -> function returning its middle slice
+_CT_VIEWS = {
+    "axial": lambda v: v[v.shape[0] // 2],
+    "coronal": lambda v: v[:, v.shape[1] // 2, :],
+    "sagittal": lambda v: v[:, :, v.shape[2] // 2],
+}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _real_array(a, name: str, ndim: int) -> np.ndarray:
+    arr = np.asarray(a)
+    if np.iscomplexobj(arr):
+        raise ValueError(f"{name} is complex; pass magnitude images")
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
+    return arr.astype(np.float64, copy=False)
+
+
+def _check_recons(target: np.ndarray, recons: Mapping, ndim: int) -> dict[str, np.ndarray]:
+    if not recons:
+        raise ValueError("recons must name at least one reconstruction")
+    out = {}
+    for name, rec in recons.items():
+        arr = _real_array(rec, f"reconstruction {name!r}", ndim)
+        if arr.shape != target.shape:
+            raise ValueError(
+                f"reconstruction {name!r} has shape {arr.shape}, target has {target.shape}"
+            )
+        out[str(name)] = arr
+    return out
+
+
+def _window(image: np.ndarray) -> tuple[float, float]:
+    finite = image[np.isfinite(image)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(finite.min()), float(finite.max())
+    if hi <= lo:
+        hi = lo + 1.0
+    return lo, hi
+
+
+def _error_max(errors) -> float:
+    vmax = 0.0
+    for err in errors:
+        finite = err[np.isfinite(err)]
+        if finite.size:
+            vmax = max(vmax, float(finite.max()))
+    return vmax if vmax > 0 else 1.0
+
+
+def _zoom_box(shape: tuple[int, int], zoom) -> tuple[int, int, int]:
+    """``(row0, col0, size)`` of the square zoom region; default: centred, side = min(H, W) // 4."""
+    rows, cols = shape
+    if zoom is None:
+        size = max(min(rows, cols) // 4, 1)
+        return (rows - size) // 2, (cols - size) // 2, size
+    row0, col0, size = (int(v) for v in zoom)
+    if size < 1 or row0 < 0 or col0 < 0 or row0 + size > rows or col0 + size > cols:
+        raise ValueError(f"zoom {tuple(zoom)} does not fit an image of shape {shape}")
+    return row0, col0, size
+
+
+def _inset_corner(shape: tuple[int, int], box: tuple[int, int, int]) -> tuple[bool, bool]:
+    """``(top, right)`` of the panel corner farthest from the zoom region."""
+    rows, cols = shape
+    row0, col0, size = box
+    return (row0 + size / 2) > rows / 2, (col0 + size / 2) < cols / 2
+
+
+def _add_zoom(ax, image, box, vmin, vmax, corner) -> None:
+    row0, col0, size = box
+    ax.add_patch(
+        Rectangle((col0 - 0.5, row0 - 0.5), size, size, fill=False, edgecolor=ZOOM_COLOR, linewidth=1.0)
+    )
+    top, right = corner
+    f = INSET_FRACTION
+    inset = ax.inset_axes([1 - f if right else 0.0, 1 - f if top else 0.0, f, f])
+    inset.imshow(
+        image[row0 : row0 + size, col0 : col0 + size],
+        cmap=IMAGE_CMAP,
+        vmin=vmin,
+        vmax=vmax,
+        interpolation="nearest",
+    )
+    inset.set_xticks([])
+    inset.set_yticks([])
+    for spine in inset.spines.values():
+        spine.set_edgecolor(ZOOM_COLOR)
+        spine.set_linewidth(1.2)
+
+
+def _metric_text(metrics: Mapping | None) -> str | None:
+    if not metrics:
+        return None
+    parts = []
+    if metrics.get("psnr") is not None:
+        parts.append(f"PSNR {float(metrics['psnr']):.2f} dB")
+    if metrics.get("ssim") is not None:
+        parts.append(f"SSIM {float(metrics['ssim']):.3f}")
+    return "\n".join(parts) or None
+
+
+def _put_text(ax, text: str | None, right: bool = False) -> None:
+    if not text:
+        return
+    ax.text(
+        0.98 if right else 0.02,
+        0.98,
+        text,
+        transform=ax.transAxes,
+        ha="right" if right else "left",
+        va="top",
+        fontsize=7,
+        color="white",
+        bbox=dict(boxstyle="round,pad=0.2", facecolor="black", alpha=0.6, linewidth=0),
+    )
+
+
+def _bare(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _save(fig, out_path) -> Path:
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(out, dpi=DPI, format="png")
+    finally:
+        plt.close(fig)
+    return out
+
+
+def _aspect(shape) -> str:
+    ratio = shape[0] / max(shape[1], 1)
+    return "equal" if 1 / 3 <= ratio <= 3 else "auto"
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def comparison_figure(
+    target,
+    recons: Mapping,
+    out_path,
+    measurement=None,
+    measurement_label: str = "mask",
+    metrics: Mapping | None = None,
+    zoom=None,
+    title: str | None = None,
+) -> Path:
+    """Side-by-side comparison of reconstructions of one 2-D image.
+
+    Parameters
+    ----------
+    target:
+        ground truth, real ``(H, W)``.
+    recons:
+        ordered mapping ``method name -> (H, W)`` reconstruction (panel order).
+    out_path:
+        PNG file to write (parent directories are created).
+    measurement:
+        optional 2-D array shown first (sampling mask, sinogram, ...); a complex
+        array (k-space) is shown as ``log(1 + |y|)``.
+    measurement_label:
+        title of the measurement panel.
+    metrics:
+        optional ``method name -> {"psnr": .., "ssim": ..}`` printed on panels.
+    zoom:
+        ``(row0, col0, size)`` of the square region magnified in every image
+        panel; default: a centred square of side ``min(H, W) // 4``.
+    title:
+        optional figure title.
+
+    Layout: the top row holds [measurement] + methods + ground truth, all in
+    the target's grey window, each with the zoom region outlined and magnified
+    in an inset placed in the corner farthest from it.  The bottom row holds
+    ``|recon - target|`` under each method, on one shared colour scale with a
+    colour bar.  Returns the written path.
+    """
+    gt = _real_array(target, "target", 2)
+    recs = _check_recons(gt, recons, 2)
+    metrics = metrics or {}
+    box = _zoom_box(gt.shape, zoom)
+    corner = _inset_corner(gt.shape, box)
+    vmin, vmax = _window(gt)
+    errors = {name: np.abs(rec - gt) for name, rec in recs.items()}
+    emax = _error_max(errors.values())
+
+    meas = None
+    if measurement is not None:
+        meas = np.asarray(measurement)
+        if meas.ndim != 2:
+            raise ValueError(f"measurement must be 2-D, got shape {meas.shape}")
+        meas = np.log1p(np.abs(meas)) if np.iscomplexobj(meas) else meas.astype(np.float64)
+
+    offset = 1 if measurement is not None else 0
+    ncols = offset + len(recs) + 1
+    fig = plt.figure(figsize=(2.4 * ncols + 0.8, 5.0 + (0.3 if title else 0.0)), layout="constrained")
+    grid = fig.add_gridspec(2, ncols + 1, width_ratios=[1.0] * ncols + [0.07])
+    axes = np.array([[fig.add_subplot(grid[r, c]) for c in range(ncols)] for r in range(2)])
+    cax = fig.add_subplot(grid[1, ncols])
+    for ax in axes.ravel():
+        _bare(ax)
+
+    if measurement is not None:
+        ax = axes[0, 0]
+        ax.imshow(meas, cmap=IMAGE_CMAP, aspect=_aspect(meas.shape), interpolation="nearest")
+        ax.set_title(measurement_label, fontsize=9)
+        axes[1, 0].axis("off")
+
+    panels = list(recs.items()) + [("Ground truth", gt)]
+    error_image = None
+    for j, (name, image) in enumerate(panels):
+        ax = axes[0, offset + j]
+        ax.imshow(image, cmap=IMAGE_CMAP, vmin=vmin, vmax=vmax, interpolation="nearest")
+        ax.set_title(name, fontsize=9)
+        _add_zoom(ax, image, box, vmin, vmax, corner)
+        top, right = corner
+        _put_text(ax, _metric_text(metrics.get(name)), right=top and not right)
+        err_ax = axes[1, offset + j]
+        if name in errors and j < len(recs):
+            error_image = err_ax.imshow(errors[name], cmap=ERROR_CMAP, vmin=0.0, vmax=emax, interpolation="nearest")
+        else:
+            err_ax.axis("off")
+    axes[1, offset].set_ylabel("|recon − target|", fontsize=8)
+    fig.colorbar(error_image, cax=cax, label="absolute error")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return _save(fig, out_path)
+
+
+def ct_views_figure(
+    target_vol,
+    recons: Mapping,
+    out_path,
+    metrics_by_view: Mapping | None = None,
+    title: str | None = None,
+) -> Path:
+    """Axial, coronal and sagittal middle slices of CT volumes, with error maps.
+
+    Parameters
+    ----------
+    target_vol:
+        ground-truth volume ``(D, H, W)``: axial slices along axis 0, coronal
+        along axis 1, sagittal along axis 2.
+    recons:
+        ordered mapping ``method name -> (D, H, W)`` volume.
+    out_path:
+        PNG file to write.
+    metrics_by_view:
+        optional ``method name -> {view -> {"psnr": .., "ssim": ..}}`` (the
+        output of :func:`diffrecon.metrics.ct_view_metrics` per method),
+        printed on the matching panels.
+    title:
+        optional figure title.
+
+    Layout: for each view an image row (methods + ground truth, grey window of
+    the target volume) followed by an error row ``|recon - target|``; all
+    error maps share one colour scale and colour bar.  Returns the written path.
+    """
+    gt = _real_array(target_vol, "target_vol", 3)
+    recs = _check_recons(gt, recons, 3)
+    metrics_by_view = metrics_by_view or {}
+    vmin, vmax = _window(gt)
+    emax = _error_max(np.abs(rec - gt) for rec in recs.values())
+
+    ncols = len(recs) + 1
+    nrows = 2 * len(_CT_VIEWS)
+    fig = plt.figure(figsize=(2.3 * ncols + 0.6, 2.0 * nrows + 0.5 + (0.3 if title else 0.0)), layout="constrained")
+    grid = fig.add_gridspec(nrows + 1, ncols, height_ratios=[1.0] * nrows + [0.08])
+    axes = np.array([[fig.add_subplot(grid[r, c]) for c in range(ncols)] for r in range(nrows)])
+    cax = fig.add_subplot(grid[nrows, : len(recs)])
+    for ax in axes.ravel():
+        _bare(ax)
+
+    panels = list(recs.items()) + [("Ground truth", gt)]
+    error_image = None
+    for i, (view, take) in enumerate(_CT_VIEWS.items()):
+        img_row, err_row = axes[2 * i], axes[2 * i + 1]
+        gt_slice = take(gt)
+        aspect = _aspect(gt_slice.shape)
+        for j, (name, vol) in enumerate(panels):
+            sl = take(vol)
+            ax = img_row[j]
+            ax.imshow(sl, cmap=IMAGE_CMAP, vmin=vmin, vmax=vmax, aspect=aspect, interpolation="nearest")
+            if i == 0:
+                ax.set_title(name, fontsize=9)
+            _put_text(ax, _metric_text((metrics_by_view.get(name) or {}).get(view)))
+            if j < len(recs):
+                error_image = err_row[j].imshow(
+                    np.abs(sl - gt_slice), cmap=ERROR_CMAP, vmin=0.0, vmax=emax, aspect=aspect,
+                    interpolation="nearest",
+                )
+            else:
+                err_row[j].axis("off")
+        img_row[0].set_ylabel(view, fontsize=9)
+        err_row[0].set_ylabel(f"{view} |error|", fontsize=8)
+    fig.colorbar(error_image, cax=cax, orientation="horizontal", label="absolute error |recon − target|")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return _save(fig, out_path)
+
+
+def save_preview(image, out_path, title: str | None = None) -> Path:
+    """Write a single grey-scale panel with a colour bar.
+
+    A complex image is shown as its magnitude; a 3-D array as its middle
+    slice along axis 0.  Returns the written path.
+    """
+    arr = np.asarray(image)
+    if np.iscomplexobj(arr):
+        arr = np.abs(arr)
+    if arr.ndim == 3:
+        arr = arr[arr.shape[0] // 2]
+    if arr.ndim != 2:
+        raise ValueError(f"save_preview expects a 2-D (or 3-D) array, got shape {arr.shape}")
+    arr = arr.astype(np.float64, copy=False)
+    vmin, vmax = _window(arr)
+    fig, ax = plt.subplots(figsize=(4.2, 4.0), layout="constrained")
+    im = ax.imshow(arr, cmap=IMAGE_CMAP, vmin=vmin, vmax=vmax, aspect=_aspect(arr.shape), interpolation="nearest")
+    _bare(ax)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _save(fig, out_path)

@@ -1,0 +1,226 @@
+"""Summaries, paper tables and figures of diffrecon.report."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from diffrecon.report import paper_table, paper_table_values, summarize, write_table
+
+NAN = float("nan")
+
+
+def _per_case() -> pd.DataFrame:
+    rows = [
+        # MRI, knee x4: dps has 2 cases, zf 2 cases
+        ("mri", "knee", "x4", "dps", "c1", "image", 30.0, 0.80, 0.10),
+        ("mri", "knee", "x4", "dps", "c2", "image", 32.0, 0.90, 0.30),
+        ("mri", "knee", "x4", "zf", "c1", "image", 25.0, 0.60, 0.50),
+        ("mri", "knee", "x4", "zf", "c2", "image", 27.0, 0.70, 0.70),
+        # MRI, knee x8: only dps, one case
+        ("mri", "knee", "x8", "dps", "c1", "image", 28.5, 0.75, 0.20),
+        # MRI, brain x4: zf beats dps on SSIM only
+        ("mri", "brain", "x4", "dps", "b1", "image", 35.0, 0.91, 0.05),
+        ("mri", "brain", "x4", "zf", "b1", "image", 33.0, 0.95, 0.06),
+        # CT, two views of one case
+        ("ct", "aapm", "8views", "fbp", "L1", "axial", 20.0, 0.50, NAN),
+        ("ct", "aapm", "8views", "fbp", "L1", "coronal", 20.0, 0.40, NAN),
+        ("ct", "aapm", "8views", "fbp", "L2", "axial", 24.0, 0.70, NAN),
+        ("ct", "aapm", "8views", "fbp", "L2", "coronal", 24.0, 0.60, NAN),
+    ]
+    cols = ["modality", "dataset", "setting", "method", "case", "view", "psnr", "ssim", "nmse"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+@pytest.fixture
+def summary() -> pd.DataFrame:
+    return summarize(_per_case())
+
+
+def _row(summary, **keys):
+    sel = summary
+    for k, v in keys.items():
+        sel = sel[sel[k] == v]
+    assert len(sel) == 1, keys
+    return sel.iloc[0]
+
+
+# ----------------------------------------------------------------------------- summarize
+
+
+def test_summarize_columns_and_groups(summary):
+    assert list(summary.columns) == [
+        "modality", "dataset", "setting", "method", "view", "n",
+        "psnr_mean", "psnr_std", "ssim_mean", "ssim_std", "nmse_mean", "nmse_std",
+    ]
+    assert len(summary) == 7  # 5 MRI groups + 2 CT (axial, coronal)
+
+
+def test_summarize_hand_arithmetic(summary):
+    r = _row(summary, dataset="knee", setting="x4", method="dps")
+    # (30 + 32) / 2 = 31, population std = 1
+    assert r["n"] == 2
+    assert r["psnr_mean"] == pytest.approx(31.0)
+    assert r["psnr_std"] == pytest.approx(1.0)
+    # (0.8 + 0.9) / 2 = 0.85, std = 0.05 ; (0.1 + 0.3) / 2 = 0.2, std = 0.1
+    assert r["ssim_mean"] == pytest.approx(0.85)
+    assert r["ssim_std"] == pytest.approx(0.05)
+    assert r["nmse_mean"] == pytest.approx(0.2)
+    assert r["nmse_std"] == pytest.approx(0.1)
+
+    single = _row(summary, dataset="knee", setting="x8", method="dps")
+    assert single["n"] == 1 and single["psnr_std"] == 0.0 and single["ssim_std"] == 0.0
+
+    ct = _row(summary, modality="ct", view="coronal")
+    assert ct["n"] == 2
+    assert ct["psnr_mean"] == pytest.approx(22.0) and ct["psnr_std"] == pytest.approx(2.0)
+    assert ct["ssim_mean"] == pytest.approx(0.5) and ct["ssim_std"] == pytest.approx(0.1)
+    assert math.isnan(ct["nmse_mean"])
+
+
+def test_summarize_requires_columns():
+    with pytest.raises(ValueError):
+        summarize(_per_case().drop(columns=["view"]))
+
+
+# ----------------------------------------------------------------------------- paper table
+
+
+def test_paper_table_layout(summary):
+    table = paper_table(summary, "mri", "image", method_order=["zf", "dps"], dataset_order=["knee", "brain"])
+    assert list(table.index) == ["zf", "dps"]
+    assert table.index.name == "method"
+    assert list(table.columns.names) == ["dataset", "setting", "metric"]
+    assert list(table.columns) == [
+        (d, s, m) for d in ("knee", "brain") for s in ("x4", "x8") for m in ("PSNR", "SSIM")
+    ]
+    assert table.loc["dps", ("knee", "x4", "PSNR")] == "31.00 ± 1.00"
+    assert table.loc["dps", ("knee", "x4", "SSIM")] == "0.850 ± 0.050"
+    assert table.loc["dps", ("knee", "x8", "PSNR")] == "28.50 ± 0.00"
+    # missing cells
+    assert table.loc["zf", ("knee", "x8", "PSNR")] == "–"
+    assert table.loc["zf", ("brain", "x8", "SSIM")] == "–"
+
+
+def test_paper_table_orders_and_numeric_twin(summary):
+    table = paper_table(summary, "mri", "image", setting_order=["x8"])
+    assert list(table.columns.get_level_values("setting").unique()) == ["x8", "x4"]
+    values = paper_table_values(summary, "mri", "image", setting_order=["x8"])
+    assert values.index.equals(table.index) and values.columns.equals(table.columns)
+    assert values.loc["zf", ("knee", "x4", "PSNR")] == pytest.approx(26.0)
+    assert math.isnan(values.loc["zf", ("knee", "x8", "SSIM")])
+    # a method named in the order but without results gets a row of dashes
+    extra = paper_table(summary, "mri", "image", method_order=["ours"])
+    assert (extra.loc["ours"] == "–").all()
+
+
+def test_paper_table_ct_view(summary):
+    table = paper_table(summary, "ct", "axial")
+    assert list(table.index) == ["fbp"]
+    assert table.loc["fbp", ("aapm", "8views", "SSIM")] == "0.600 ± 0.100"
+
+
+# ----------------------------------------------------------------------------- write_table
+
+
+def test_write_table_files(tmp_path, summary):
+    note = "Toy convention with data_range = 1."
+    paths = write_table(summary, "mri", "image", tmp_path / "tables" / "table2", note)
+    assert set(paths) == {"csv", "md", "tex"}
+    for key, path in paths.items():
+        assert path.suffix == "." + key and path.exists() and path.stat().st_size > 0
+
+    flat = pd.read_csv(paths["csv"])
+    assert {"psnr_mean", "psnr_std", "ssim_mean", "ssim_std", "n"} <= set(flat.columns)
+    assert len(flat) == 5 and set(flat["modality"]) == {"mri"}
+    assert flat["psnr_mean"].dtype.kind == "f"
+
+    md = paths["md"].read_text(encoding="utf-8")
+    assert note in md and "mean ± std" in md
+    # best per column group: knee x4 -> dps on both; brain x4 -> dps PSNR, zf SSIM
+    assert "**31.00 ± 1.00**" in md and "**0.850 ± 0.050**" in md
+    assert "**35.00 ± 0.00**" in md and "**0.950 ± 0.000**" in md
+    assert "**26.00" not in md and "**33.00" not in md and "**0.910" not in md and "**–**" not in md
+    header = next(line for line in md.splitlines() if line.startswith("| Method"))
+    assert "knee" in header and "x4" in header and "PSNR" in header and "SSIM" in header
+
+    tex = paths["tex"].read_text(encoding="utf-8")
+    for token in (r"\toprule", r"\midrule", r"\bottomrule", r"\multicolumn", r"\caption"):
+        assert token in tex
+    assert r"\textbf{31.00 $\pm$ 1.00}" in tex
+    assert r"data\_range" in tex  # underscore escaped
+    assert "±" not in tex
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def test_report_import_is_light():
+    code = "import sys, diffrecon.report; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.fixture
+def phantom():
+    yy, xx = np.mgrid[:48, :48]
+    target = np.exp(-((yy - 22) ** 2 + (xx - 26) ** 2) / 200.0)
+    rng = np.random.default_rng(3)
+    return target, {"zero-filled": target + 0.1 * rng.standard_normal(target.shape), "dps": 0.95 * target}
+
+
+def _png(path):
+    from matplotlib.image import imread
+
+    img = imread(path)
+    assert img.ndim == 3 and img.shape[2] in (3, 4)
+    assert img[..., :3].std() > 0.01  # not a blank canvas
+    return img
+
+
+def test_comparison_figure(tmp_path, phantom):
+    import matplotlib.pyplot as plt
+
+    from diffrecon.report.figures import comparison_figure
+
+    target, recons = phantom
+    mask = np.zeros((48, 48))
+    mask[:, ::4] = 1
+    metrics = {"zero-filled": {"psnr": 20.1, "ssim": 0.5}, "dps": {"psnr": 30.2, "ssim": 0.9}}
+    out = comparison_figure(target, recons, tmp_path / "fig" / "cmp.png", measurement=mask,
+                            metrics=metrics, zoom=(5, 5, 12), title="x4")
+    img = _png(out)
+    h, w = img.shape[:2]
+    assert 300 <= h <= 3000 and 600 <= w <= 4000 and w > h  # one wide row of 4 panels over errors
+
+    out2 = comparison_figure(target, {"dps": recons["dps"]}, tmp_path / "small.png")
+    assert _png(out2).shape[1] < w  # fewer panels -> narrower
+    assert plt.get_fignums() == []
+
+    with pytest.raises(ValueError):
+        comparison_figure(target, {"bad": target[:-1]}, tmp_path / "bad.png")
+    with pytest.raises(ValueError):
+        comparison_figure(target, recons, tmp_path / "bad.png", zoom=(40, 40, 20))
+
+
+def test_ct_views_figure_and_preview(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from diffrecon.report.figures import ct_views_figure, save_preview
+
+    vol = np.clip(np.linspace(0, 1, 16)[:, None, None] * np.ones((16, 20, 24)), 0, 1)
+    recons = {"fbp": vol + 0.05, "ours": vol * 0.98}
+    metrics = {"fbp": {v: {"psnr": 26.0, "ssim": 0.8} for v in ("axial", "coronal", "sagittal")}}
+    out = ct_views_figure(vol, recons, tmp_path / "ct.png", metrics_by_view=metrics, title="AAPM")
+    h, w = _png(out).shape[:2]
+    assert h > w and 600 <= h <= 5000  # six rows (3 views x image/error) of 3 columns
+
+    prev = save_preview(vol, tmp_path / "prev.png", title="preview")
+    ph, pw = _png(prev).shape[:2]
+    assert 200 <= ph <= 1500 and 200 <= pw <= 1500
+    assert plt.get_fignums() == []

@@ -1,0 +1,122 @@
+# All Python glue of the workflow: config validation, the experiment matrix, path helpers.
+# Stage files (data.smk, mri.smk, ct.smk, evaluate.smk, report.smk) hold rules only.
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from diffrecon.config import ConfigError, validate_config
+from diffrecon.settings import CTSetting, MRISetting
+
+try:
+    validate_config(config)
+except ConfigError as err:
+    sys.stderr.write(f"{err}\n")
+    sys.exit(1)
+
+RESULTS = config["results_dir"]
+ENV = "../../envs/diffrecon.yaml"
+
+
+wildcard_constraints:
+    modality="mri|ct",
+    dataset="[A-Za-z0-9_]+",
+    method="[A-Za-z0-9_]+",
+    setting="[A-Za-z0-9.\-]+",
+
+
+def mri_settings():
+    """Names of the MRI settings: masks x accelerations x coil modes."""
+    cfg = config.get("mri")
+    if not cfg:
+        return []
+    return [
+        MRISetting(mask, acc["factor"], acc["acs_fraction"], coil).name
+        for mask in cfg["masks"]
+        for acc in cfg["accelerations"]
+        for coil in cfg["coil_modes"]
+    ]
+
+
+def ct_settings():
+    cfg = config.get("ct")
+    return [CTSetting.parse(s).name for s in cfg["settings"]] if cfg else []
+
+
+def settings_of(modality):
+    return mri_settings() if modality == "mri" else ct_settings()
+
+
+def cells(modality):
+    """Every (dataset, setting, method) table cell of one modality."""
+    cfg = config.get(modality)
+    if not cfg:
+        return []
+    return [
+        (d, s, m)
+        for d in cfg["datasets"]
+        for s in settings_of(modality)
+        for m in cfg["methods"]
+    ]
+
+
+def modalities():
+    return [m for m in ("mri", "ct") if cells(m)]
+
+
+def dataset_config(wildcards):
+    """The config block of one dataset (checked against the modality in the path)."""
+    cfg = config["datasets"][wildcards.dataset]
+    if cfg["modality"] != wildcards.modality:
+        raise ValueError(f"dataset {wildcards.dataset} is {cfg['modality']}, not {wildcards.modality}")
+    return cfg
+
+
+def metrics_files(wildcards):
+    return [
+        f"{RESULTS}/{wildcards.modality}/{d}/{s}/{m}/metrics.csv"
+        for d, s, m in cells(wildcards.modality)
+    ]
+
+
+def method_params_mri(wildcards):
+    """Parameters of one MRI method from the config (e.g. the `mri.tv` block)."""
+    return dict(config["mri"].get(wildcards.method, {}))
+
+
+def method_params_ct(wildcards):
+    return dict(config["ct"].get(wildcards.method, {}))
+
+
+def table_methods(wildcards):
+    return list(config[wildcards.modality]["methods"])
+
+
+def table_settings(wildcards):
+    return settings_of(wildcards.modality)
+
+
+def figure_inputs(wildcards):
+    """Target, measurements and every method's reconstruction of one setting."""
+    base = f"{RESULTS}/{wildcards.modality}/{wildcards.dataset}/{wildcards.setting}"
+    files = {"target": f"{base}/target.h5", "measurements": f"{base}/measurements.h5"}
+    for m in config[wildcards.modality]["methods"]:
+        files[f"recon_{m}"] = f"{base}/{m}/recon.h5"
+    return files
+
+
+def table_views(modality):
+    return ["image"] if modality == "mri" else ["axial", "coronal", "sagittal"]
+
+
+def final_outputs():
+    """Everything `rule all` asks for: tables per modality/view and one figure per setting."""
+    out = []
+    for modality in modalities():
+        out.append(f"{RESULTS}/tables/{modality}_summary.csv")
+        for view in table_views(modality):
+            out += [f"{RESULTS}/tables/{modality}_{view}.{ext}" for ext in ("csv", "md", "tex")]
+        for d in config[modality]["datasets"]:
+            out += [f"{RESULTS}/figures/{modality}/{d}/{s}.png" for s in settings_of(modality)]
+    return out

@@ -1,0 +1,39 @@
+# Stage 2 (CT): slice-wise parallel-beam projection, then one reconstruction per method.
+
+
+rule simulate_ct:
+    """Project the test volumes for one setting (sparse view or limited angle)."""
+    input:
+        manifest=f"{RESULTS}/data/ct/{{dataset}}/manifest.json",
+    output:
+        measurements=f"{RESULTS}/ct/{{dataset}}/{{setting}}/measurements.h5",
+        target=f"{RESULTS}/ct/{{dataset}}/{{setting}}/target.h5",
+    log:
+        "logs/simulate_ct/{dataset}/{setting}.log",
+    threads: 2
+    params:
+        seed=config["seed"],
+        projector=config.get("ct", {}).get("projector", "linear"),
+        max_cases=config.get("ct", {}).get("max_cases"),
+        noise=config.get("ct", {}).get("noise"),
+    conda:
+        ENV
+    script:
+        "../scripts/simulate.py"
+
+
+rule reconstruct_ct:
+    """Reconstruct every test volume of one CT setting with one method."""
+    input:
+        measurements=f"{RESULTS}/ct/{{dataset}}/{{setting}}/measurements.h5",
+    output:
+        f"{RESULTS}/ct/{{dataset}}/{{setting}}/{{method}}/recon.h5",
+    log:
+        "logs/reconstruct_ct/{dataset}/{setting}/{method}.log",
+    threads: 2
+    params:
+        method_params=method_params_ct,
+    conda:
+        ENV
+    script:
+        "../scripts/reconstruct.py"

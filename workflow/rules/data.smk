@@ -1,0 +1,16 @@
+# Stage 1: datasets (generate the embedded demo, or index user files) -> manifest.json
+
+
+rule prepare_dataset:
+    """Generate (source: demo) or index (source: files) one dataset and write its manifest."""
+    output:
+        f"{RESULTS}/data/{{modality}}/{{dataset}}/manifest.json",
+    log:
+        "logs/prepare_dataset/{modality}_{dataset}.log",
+    params:
+        cfg=dataset_config,
+        seed=config["seed"],
+    conda:
+        ENV
+    script:
+        "../scripts/prepare_dataset.py"

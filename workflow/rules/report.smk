@@ -1,0 +1,63 @@
+# Stage 4: per-cell summaries, paper-shaped tables and comparison figures.
+
+
+rule summarize:
+    """Collect every cell's metrics.csv into one per-cell summary (mean, std, n)."""
+    input:
+        metrics_files,
+    output:
+        summary=report(
+            f"{RESULTS}/tables/{{modality}}_summary.csv",
+            caption="../report/summary.rst",
+            category="Tables",
+        ),
+        cases=f"{RESULTS}/tables/{{modality}}_cases.csv",
+    log:
+        "logs/summarize/{modality}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/summarize.py"
+
+
+rule table:
+    """One table per modality and view: rows = methods, column groups = dataset x setting."""
+    input:
+        f"{RESULTS}/tables/{{modality}}_summary.csv",
+    output:
+        csv=f"{RESULTS}/tables/{{modality}}_{{view}}.csv",
+        md=report(
+            f"{RESULTS}/tables/{{modality}}_{{view}}.md",
+            caption="../report/table.rst",
+            category="Tables",
+        ),
+        tex=f"{RESULTS}/tables/{{modality}}_{{view}}.tex",
+    log:
+        "logs/table/{modality}_{view}.log",
+    params:
+        methods=table_methods,
+        settings=table_settings,
+    conda:
+        ENV
+    script:
+        "../scripts/table.py"
+
+
+rule figure:
+    """Comparison grid of one setting: measurement | methods | ground truth, zoom and error maps."""
+    input:
+        unpack(figure_inputs),
+    output:
+        report(
+            f"{RESULTS}/figures/{{modality}}/{{dataset}}/{{setting}}.png",
+            caption="../report/figure.rst",
+            category="Figures",
+        ),
+    log:
+        "logs/figure/{modality}/{dataset}/{setting}.log",
+    params:
+        case_index=config["figures"]["case_index"],
+    conda:
+        ENV
+    script:
+        "../scripts/figure.py"

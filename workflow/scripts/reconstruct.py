@@ -1,0 +1,16 @@
+"""Rules reconstruct_mri / reconstruct_ct: one method on every case of one setting."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+
+from diffrecon import pipeline  # noqa: E402
+from diffrecon.logs import log_to  # noqa: E402
+
+with log_to(snakemake.log[0]):
+    params = dict(snakemake.params.method_params)
+    if snakemake.rule == "reconstruct_mri":
+        pipeline.reconstruct_mri(snakemake.input.measurements, snakemake.wildcards.method, snakemake.output[0], params)
+    else:
+        params.setdefault("n_threads", snakemake.threads)
+        pipeline.reconstruct_ct(snakemake.input.measurements, snakemake.wildcards.method, snakemake.output[0], params)
