@@ -17,6 +17,15 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    modality="mri|ct",
+    dataset="[A-Za-z0-9_]+",
+    method="[A-Za-z0-9_]+",
+    setting="[A-Za-z0-9.\-]+",
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/mri.smk"
 include: "workflow/rules/ct.smk"

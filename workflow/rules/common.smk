@@ -19,13 +19,6 @@ RESULTS = config["results_dir"]
 ENV = "../../envs/diffrecon.yaml"
 
 
-wildcard_constraints:
-    modality="mri|ct",
-    dataset="[A-Za-z0-9_]+",
-    method="[A-Za-z0-9_]+",
-    setting="[A-Za-z0-9.\-]+",
-
-
 def mri_settings():
     """Names of the MRI settings: masks x accelerations x coil modes."""
     cfg = config.get("mri")
@@ -111,7 +104,7 @@ def table_views(modality):
 
 
 def final_outputs():
-    """Everything `rule all` asks for: tables per modality/view and one figure per setting."""
+    """Final targets: tables per modality and view, one figure per setting."""
     out = []
     for modality in modalities():
         out.append(f"{RESULTS}/tables/{modality}_summary.csv")

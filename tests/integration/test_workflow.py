@@ -1,0 +1,117 @@
+"""The workflow through snakemake: lint, config errors, and the tiny config end to end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = Path(__file__).with_name("config_tiny.yaml")
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+pytestmark = pytest.mark.slow
+
+
+def snakemake(*args, cwd, check=True):
+    proc = subprocess.run([*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(cwd), *args],
+                          capture_output=True, text=True, cwd=cwd)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Run the whole tiny experiment matrix once; return the working directory."""
+    work = tmp_path_factory.mktemp("tiny")
+    snakemake("--configfile", str(TINY), "--cores", "2", cwd=work)
+    return work
+
+
+def test_lint_passes(tmp_path):
+    proc = subprocess.run([*SNAKEMAKE, "--lint"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "good condition" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda c: c["mri"].update(masks=["gaussian3d"]), "config: mri.masks[0]: 'gaussian3d' is not one of gaussian1d"),
+        (lambda c: c.update(bogus=1), "config: (top level): unknown key 'bogus'"),
+        (lambda c: c["ct"].update(settings=["sv0"]), "config: ct.settings[0]: 'sv0'"),
+        (lambda c: c["datasets"]["demo_thorax"].update(slices=9), "config: datasets.demo_thorax.slices: 9 is less than the minimum of 27"),
+    ],
+)
+def test_bad_config_stops_with_one_line(tmp_path, edit, expected):
+    cfg = yaml.safe_load(TINY.read_text())
+    edit(cfg)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    proc = snakemake("-n", "--configfile", str(bad), cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("config:")]
+    assert len(lines) == 1 and lines[0].startswith(expected), proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_one_cell_builds_only_its_chain(tmp_path):
+    # targets go before --configfile, which takes several values
+    proc = snakemake("-n", "results/ct/demo_thorax/sv8/fbp/metrics.csv", "--configfile", str(TINY), cwd=tmp_path)
+    stats = proc.stdout.split("Job stats:")[1].split("\n\n")[0]
+    jobs = {ln.split()[0]: int(ln.split()[1]) for ln in stats.splitlines()
+            if len(ln.split()) == 2 and ln.split()[1].isdigit()}
+    assert jobs == {"prepare_dataset": 1, "simulate_ct": 1, "reconstruct_ct": 1, "evaluate": 1, "total": 4}
+
+
+def test_tables_and_figures_exist(tiny_run):
+    tables = tiny_run / "results" / "tables"
+    for stem in ("mri_image", "ct_axial", "ct_coronal", "ct_sagittal"):
+        for ext in ("csv", "md", "tex"):
+            assert (tables / f"{stem}.{ext}").stat().st_size > 0
+    md = (tables / "mri_image.md").read_text()
+    assert "zero_filled" in md and "tv" in md and "fastMRI" in md
+    pngs = sorted((tiny_run / "results" / "figures").rglob("*.png"))
+    assert len(pngs) == 6
+
+
+def test_table_numbers_come_from_cell_files(tiny_run):
+    """Every summary mean equals the mean of that cell's per-case metrics.csv."""
+    summary = pd.read_csv(tiny_run / "results" / "tables" / "ct_summary.csv")
+    for row in summary.itertuples():
+        cell = pd.read_csv(tiny_run / "results" / "ct" / row.dataset / row.setting / row.method / "metrics.csv")
+        cell = cell[cell.view == row.view]
+        assert row.psnr_mean == pytest.approx(cell.psnr.mean())
+        assert row.ssim_mean == pytest.approx(cell.ssim.mean())
+    table = pd.read_csv(tiny_run / "results" / "tables" / "ct_axial.csv")
+    assert set(table.setting) == {"sv8", "sv4"}
+
+
+def test_results_are_physically_sane(tiny_run):
+    s = pd.read_csv(tiny_run / "results" / "tables" / "ct_summary.csv").set_index(["setting", "view"])
+    assert s.loc[("sv8", "axial"), "psnr_mean"] > s.loc[("sv4", "axial"), "psnr_mean"] + 1.0
+    m = pd.read_csv(tiny_run / "results" / "tables" / "mri_summary.csv").set_index(["setting", "method"])
+    for setting in {i[0] for i in m.index}:
+        assert m.loc[(setting, "tv"), "psnr_mean"] > m.loc[(setting, "zero_filled"), "psnr_mean"]
+
+
+def test_recon_files_follow_the_fastmri_prediction_layout(tiny_run):
+    path = tiny_run / "results" / "mri" / "demo_brain" / "gaussian1d-R4-acs0.25-multicoil" / "tv" / "recon.h5"
+    with h5py.File(path) as f:
+        (case,) = list(f["cases"])
+        rec = f["cases"][case]["reconstruction"][()]
+    assert rec.shape == (2, 32, 32) and rec.dtype == np.float32
+    meta = (path.parent.parent / "mask.json").read_text()
+    assert "effective_acceleration" in meta
+
+
+def test_rerun_is_a_no_op(tiny_run):
+    proc = snakemake("-n", "--configfile", str(TINY), cwd=tiny_run)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
