@@ -115,3 +115,10 @@ def test_recon_files_follow_the_fastmri_prediction_layout(tiny_run):
 def test_rerun_is_a_no_op(tiny_run):
     proc = snakemake("-n", "--configfile", str(TINY), cwd=tiny_run)
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_configfile_replaces_the_demo_config(tmp_path):
+    """A paper config given with --configfile must not inherit the demo's MRI matrix."""
+    proc = snakemake("-n", "--configfile", str(ROOT / "config" / "paper" / "aapm.yaml"), cwd=tmp_path)
+    stats = proc.stdout.split("Job stats:")[1].split("\n\n")[0]
+    assert "simulate_ct" in stats and "reconstruct_mri" not in stats and "simulate_mri" not in stats

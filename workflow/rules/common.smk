@@ -1,6 +1,7 @@
 # All Python glue of the workflow: config validation, the experiment matrix, path helpers.
 # Stage files (data.smk, mri.smk, ct.smk, evaluate.smk, report.smk) hold rules only.
 
+import copy
 import sys
 from pathlib import Path
 
@@ -8,6 +9,12 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from diffrecon.config import ConfigError, validate_config
 from diffrecon.settings import CTSetting, MRISetting
+
+# A --configfile given on the command line replaces config.yaml instead of being merged
+# into it (a paper config must not inherit the demo's datasets); --config still overrides.
+if workflow.overwrite_configfiles:
+    config.clear()
+    config.update(copy.deepcopy(dict(workflow.config_settings.overwrite_config)))
 
 try:
     validate_config(config)
