@@ -17,6 +17,7 @@ Each figure is the median over repeats after warm-ups. The script always exits
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -105,7 +106,8 @@ def main() -> int:
     args = ap.parse_args()
     t0 = time.perf_counter()
     print(f"astra {astra.__version__}, torch {torch.__version__}, torch threads {torch.get_num_threads()}, "
-          f"astra.use_cuda() = {astra.use_cuda()}")
+          f"astra.use_cuda() = {astra.use_cuda()}, cpus {os.cpu_count()}, "
+          f"load average {os.getloadavg()[0]:.2f} (timings are unreliable while other processes use the CPUs)")
     oks = []
     oks += bench_case("sparse-view 8", CTGeometry.sparse_view(args.n, 8), args.slices, args.repeats, args.warmup)
     oks += bench_case("limited-angle 90", CTGeometry.limited_angle(args.n), args.slices, args.repeats, args.warmup)
