@@ -48,7 +48,7 @@ def _fill_defaults(schema: dict, instance, root: dict):
         return
     for key, sub in schema.get("properties", {}).items():
         if "$ref" in sub:
-            sub = _resolve(sub["$ref"], root)
+            sub = {**_resolve(sub["$ref"], root), **{k: v for k, v in sub.items() if k != "$ref"}}
         if key not in instance and "default" in sub:
             instance[key] = sub["default"]
         if key in instance:

@@ -268,8 +268,6 @@ def test_read_volume_target_larger_than_grid(tmp_path):
     _assert_names(exc, p)
 
 
-@pytest.mark.xfail(strict=True, reason="read_volume: a 'kspace' HDF5 group (not a dataset) raises TypeError "
-                                       "from h5py instead of a DataFormatError naming the file")
 def test_read_volume_kspace_is_a_group(tmp_path):
     p = tmp_path / "group.h5"
     with h5py.File(p, "w") as f:
@@ -383,8 +381,23 @@ def test_read_sinogram_round_trip_and_mismatch(tmp_path):
     assert "angles" in str(exc.value)
 
 
-@pytest.mark.xfail(strict=True, reason="read_sinogram opens the file with h5py.File without catching OSError: "
-                                       "a non-HDF5 file raises h5py's OSError, whose message does not name the file")
+@pytest.mark.parametrize("key", ["volume", "sinogram"])
+def test_ct_readers_reject_a_group_in_place_of_a_dataset(tmp_path, key):
+    p = tmp_path / f"group_{key}.h5"
+    with h5py.File(p, "w") as f:
+        f.create_group(key)
+        f["angles"] = np.zeros(3)
+    with pytest.raises(DataFormatError) as exc:
+        (read_ct_volume if key == "volume" else read_sinogram)(p)
+    _assert_names(exc, p)
+
+
+def test_read_sinogram_missing_file(tmp_path):
+    with pytest.raises(DataFormatError) as exc:
+        read_sinogram(tmp_path / "absent_sino.h5")
+    _assert_names(exc, "absent_sino.h5")
+
+
 def test_read_sinogram_not_hdf5(tmp_path):
     p = tmp_path / "fake_sino.h5"
     p.write_text("not hdf5\n")

@@ -147,10 +147,6 @@ def test_given_values_are_not_overwritten_by_defaults(cfg):
     assert cfg["results_dir"] == "elsewhere" and cfg["ct"]["projector"] == "strip"
 
 
-@pytest.mark.xfail(strict=True, reason="config._fill_defaults replaces a property schema that has a $ref by the "
-                                       "referenced schema, dropping the sibling 'default' (max_cases / "
-                                       "central_slices: {$ref: count_or_null, default: null}) so these keys "
-                                       "are never filled in")
 def test_defaults_next_to_a_ref_are_filled(cfg):
     del cfg["mri"]["max_cases"], cfg["mri"]["central_slices"], cfg["ct"]["max_cases"]
     validate_config(cfg)

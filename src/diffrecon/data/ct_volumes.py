@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from diffrecon.data.fastmri import DataFormatError
+from diffrecon.data.fastmri import DataFormatError, open_h5, read_dataset
 
 
 def write_ct_volume(path, volume: np.ndarray, spacing_mm=(1.0, 1.0, 1.0), description: str = "") -> Path:
@@ -45,14 +45,8 @@ def read_ct_volume(path, key: str = "volume") -> np.ndarray:
         except ValueError as exc:
             raise DataFormatError(f"{path}: not a numpy array file ({exc})") from None
     else:
-        try:
-            f = h5py.File(path, "r")
-        except OSError as exc:
-            raise DataFormatError(f"{path}: not an HDF5 file ({exc.__class__.__name__})") from None
-        with f:
-            if key not in f:
-                raise DataFormatError(f"{path}: no '{key}' dataset (keys: {sorted(f.keys())})")
-            vol = f[key][()]
+        with open_h5(path) as f:
+            vol = read_dataset(f, path, key)
     if vol.ndim != 3:
         raise DataFormatError(f"{path}: expected a (slices, H, W) volume, got shape {vol.shape}")
     if vol.shape[1] != vol.shape[2]:
@@ -65,13 +59,8 @@ def read_ct_volume(path, key: str = "volume") -> np.ndarray:
 def read_sinogram(path) -> tuple[np.ndarray, np.ndarray]:
     """Read ``sinogram`` (slices, views, det) and ``angles`` (radians) from an HDF5 file."""
     path = Path(path)
-    if not path.is_file():
-        raise DataFormatError(f"{path}: file not found")
-    with h5py.File(path, "r") as f:
-        for key in ("sinogram", "angles"):
-            if key not in f:
-                raise DataFormatError(f"{path}: no '{key}' dataset (keys: {sorted(f.keys())})")
-        sino, angles = f["sinogram"][()], f["angles"][()]
+    with open_h5(path) as f:
+        sino, angles = read_dataset(f, path, "sinogram"), read_dataset(f, path, "angles")
     if sino.ndim != 3 or angles.ndim != 1 or sino.shape[1] != angles.shape[0]:
         raise DataFormatError(f"{path}: sinogram {sino.shape} must be (slices, views, det) with views = len(angles) = {angles.shape}")
     return sino.astype(np.float32), angles.astype(np.float64)

@@ -39,6 +39,23 @@ class DataFormatError(ValueError):
     """A data file does not follow the expected layout; the message names the file and the problem."""
 
 
+def open_h5(path: Path) -> h5py.File:
+    """Open an existing HDF5 file for reading, or raise :class:`DataFormatError` naming it."""
+    if not path.is_file():
+        raise DataFormatError(f"{path}: file not found")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise DataFormatError(f"{path}: not an HDF5 file ({exc.__class__.__name__})") from None
+
+
+def read_dataset(f: h5py.File, path: Path, key: str) -> np.ndarray:
+    """``f[key][()]``, or :class:`DataFormatError` naming the file if ``key`` is missing or not a dataset."""
+    if key not in f or not isinstance(f[key], h5py.Dataset):
+        raise DataFormatError(f"{path}: no '{key}' dataset (keys: {sorted(f.keys())})")
+    return f[key][()]
+
+
 @dataclass
 class FastMRIVolume:
     """A volume as stored: raw k-space, target magnitude and file attributes."""
@@ -87,16 +104,8 @@ def write_volume(path, kspace: np.ndarray, target: np.ndarray, attrs: dict | Non
 def read_volume(path) -> FastMRIVolume:
     """Read a fastMRI-layout file; raise :class:`DataFormatError` naming the file on any layout problem."""
     path = Path(path)
-    if not path.is_file():
-        raise DataFormatError(f"{path}: file not found")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise DataFormatError(f"{path}: not an HDF5 file ({exc.__class__.__name__})") from None
-    with f:
-        if "kspace" not in f:
-            raise DataFormatError(f"{path}: no 'kspace' dataset (keys: {sorted(f.keys())})")
-        kspace = f["kspace"][()]
+    with open_h5(path) as f:
+        kspace = read_dataset(f, path, "kspace")
         if not np.iscomplexobj(kspace):
             raise DataFormatError(f"{path}: 'kspace' must be complex, got {kspace.dtype}")
         if kspace.ndim not in (3, 4):
@@ -104,7 +113,7 @@ def read_volume(path) -> FastMRIVolume:
         target = None
         for key in TARGET_KEYS:
             if key in f:
-                target = f[key][()].astype(np.float32)
+                target = read_dataset(f, path, key).astype(np.float32)
                 break
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
     multicoil = kspace.ndim == 4
