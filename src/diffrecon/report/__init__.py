@@ -17,20 +17,11 @@ from .tables import (
     summarize,
     write_table,
 )
+from .tables import __all__ as _TABLES
 
 _FIGURES = ("comparison_figure", "ct_views_figure", "save_preview")
 
-__all__ = [
-    "GROUP_COLUMNS",
-    "MISSING",
-    "SUMMARY_COLUMNS",
-    "TABLE_METRICS",
-    "paper_table",
-    "paper_table_values",
-    "summarize",
-    "write_table",
-    *_FIGURES,
-]
+__all__ = [*_TABLES, *_FIGURES]
 
 
 def __getattr__(name: str):
