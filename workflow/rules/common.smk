@@ -16,6 +16,10 @@ if workflow.overwrite_configfiles:
     config.clear()
     config.update(copy.deepcopy(dict(workflow.config_settings.overwrite_config)))
 
+# `--config retrain=true` arrives as a string
+if isinstance(config.get("retrain"), str) and config["retrain"].lower() in ("true", "false"):
+    config["retrain"] = config["retrain"].lower() == "true"
+
 try:
     validate_config(config)
 except ConfigError as err:
@@ -104,6 +108,12 @@ def figure_inputs(wildcards):
     for m in config[wildcards.modality]["methods"]:
         files[f"recon_{m}"] = f"{base}/{m}/recon.h5"
     return files
+
+
+def shipped_weights(method):
+    """Path of a method's shipped demo weights (relative paths are relative to the repository)."""
+    path = Path(config[method]["weights"])
+    return str(path if path.is_absolute() else Path(workflow.basedir) / path)
 
 
 def table_views(modality):

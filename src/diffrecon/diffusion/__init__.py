@@ -1,0 +1,1 @@
+"""diffrecon.diffusion: SDEs, score networks, training and checkpoints shared by both methods."""

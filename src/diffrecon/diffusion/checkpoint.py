@@ -1,0 +1,93 @@
+"""Checkpoints: safetensors weights + a JSON sidecar.
+
+``<stem>.safetensors`` holds flat tensors: ``model.*`` (raw weights), ``ema.*`` (EMA
+weights), ``optim.<i>.<state>`` (Adam moments per parameter index) and ``rng.*`` (torch
+generator states), so a killed run resumes exactly. ``<stem>.json`` records the step, the
+training config and its hash, the training-data hash, the git commit, library versions and
+the loss history. Shipped weights carry only ``model.*``/``ema.*`` and are verified by sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+
+def sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def config_hash(cfg: dict) -> str:
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def git_commit(cwd=None) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=cwd or Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def library_versions() -> dict:
+    import numpy
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
+    try:
+        import diffusers
+
+        versions["diffusers"] = diffusers.__version__
+    except ImportError:
+        pass
+    return versions
+
+
+def save_checkpoint(stem, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
+    """Write ``stem.safetensors`` and ``stem.json`` atomically (temporary files, then rename)."""
+    from safetensors.torch import save_file
+
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    weights, sidecar = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    tmp_w, tmp_j = Path(f"{weights}.part"), Path(f"{sidecar}.part")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp_w))
+    meta = {**meta, "sha256": sha256(tmp_w)}
+    tmp_j.write_text(json.dumps(meta, indent=2, default=str))
+    os.replace(tmp_w, weights)
+    os.replace(tmp_j, sidecar)
+    return weights
+
+
+def load_checkpoint(stem, expected_sha256: str | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read ``stem.safetensors`` (+ ``stem.json`` if present); verify the checksum if one is given."""
+    from safetensors.torch import load_file
+
+    stem = Path(stem)
+    weights = stem if stem.suffix == ".safetensors" else stem.with_suffix(".safetensors")
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: checkpoint not found")
+    if expected_sha256 and sha256(weights) != expected_sha256:
+        raise ValueError(f"{weights}: sha256 {sha256(weights)[:12]}… does not match the recorded {expected_sha256[:12]}…")
+    sidecar = weights.with_suffix(".json")
+    meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    return load_file(str(weights)), meta
+
+
+def prefixed(prefix: str, state: dict) -> dict:
+    return {f"{prefix}.{k}": v for k, v in state.items()}
+
+
+def unprefixed(prefix: str, tensors: dict) -> dict:
+    n = len(prefix) + 1
+    return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}

@@ -1,0 +1,17 @@
+"""Rules train_*: train a diffusion prior (CUDA when present) with resumable checkpoints."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+
+import torch  # noqa: E402
+
+from diffrecon.data.datasets import load_manifest  # noqa: E402
+from diffrecon.diffusion import recipes  # noqa: E402
+from diffrecon.logs import log_to  # noqa: E402
+
+with log_to(snakemake.log[0]):
+    torch.set_num_threads(snakemake.threads)
+    cfg = snakemake.params.cfg
+    stem = Path(snakemake.output.weights).with_suffix("")
+    recipes.train_score_mri(load_manifest(snakemake.input.manifest), cfg, stem, device=cfg.get("device", "auto"))
