@@ -91,3 +91,31 @@ def prefixed(prefix: str, state: dict) -> dict:
 def unprefixed(prefix: str, tensors: dict) -> dict:
     n = len(prefix) + 1
     return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+
+
+def install_weights(shipped, out_stem) -> Path:
+    """Verify shipped weights against their ``.sha256`` file and copy weights + sidecar to ``out_stem``.
+
+    A missing or mismatching checksum stops with a one-line error naming the file, and points
+    at the alternative (``--config retrain=true`` trains the prior with the workflow's own rule).
+    """
+    import shutil
+
+    shipped = Path(shipped)
+    sums = shipped.with_suffix(".sha256")
+    if not shipped.is_file():
+        raise FileNotFoundError(f"{shipped}: shipped weights not found (train them with --config retrain=true)")
+    if not sums.is_file():
+        raise FileNotFoundError(f"{sums}: checksum file not found next to the weights")
+    expected = sums.read_text().split()[0]
+    actual = sha256(shipped)
+    if actual != expected:
+        raise ValueError(f"{shipped}: sha256 {actual[:12]}… does not match {sums.name} ({expected[:12]}…); "
+                         "re-fetch the file or retrain with --config retrain=true")
+    out_stem = Path(out_stem)
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shipped.with_suffix(".json"), f"{out_stem}.json.part")
+    shutil.copyfile(shipped, f"{out_stem}.safetensors.part")
+    os.replace(f"{out_stem}.json.part", out_stem.with_suffix(".json"))
+    os.replace(f"{out_stem}.safetensors.part", out_stem.with_suffix(".safetensors"))
+    return out_stem.with_suffix(".safetensors")
