@@ -24,6 +24,7 @@ wildcard_constraints:
     dataset="[A-Za-z0-9_]+",
     method="[A-Za-z0-9_]+",
     setting="[A-Za-z0-9.\-]+",
+    view="image|axial|coronal|sagittal",
 
 
 include: "workflow/rules/data.smk"

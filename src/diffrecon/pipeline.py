@@ -138,31 +138,67 @@ def simulate_mri(manifest: dict, setting: MRISetting, out_measurements, out_targ
     return meta
 
 
-def reconstruct_mri(measurements, method: str, out_path, params: dict | None = None) -> dict:
-    """Run an MRI method on every case of ``measurements``; write ``recon.h5``; return timings."""
+LEARNED_MRI_METHODS = ("score", "score_hybrid")
+
+
+def reconstruct_mri(measurements, method: str, out_path, params: dict | None = None, model=None) -> dict:
+    """Run an MRI method on every case of ``measurements``; write ``recon.h5``; return timings.
+
+    Classical methods take ``params`` as keyword arguments; the score methods take the sampler
+    settings (:class:`~diffrecon.samplers.score_mri.SamplerConfig` fields) and need ``model``,
+    the trained score network's checkpoint. Posterior methods also store a pixel-wise ``std``.
+    """
     from diffrecon.baselines import MRI_METHODS
     from diffrecon.physics.masks import acs_width
 
-    if method not in MRI_METHODS:
-        raise ValueError(f"MRI method '{method}' is not one of {', '.join(MRI_METHODS)}")
+    if method not in MRI_METHODS and method not in LEARNED_MRI_METHODS:
+        raise ValueError(f"MRI method '{method}' is not one of {', '.join((*MRI_METHODS, *LEARNED_MRI_METHODS))}")
     attrs = read_attrs(measurements)
     setting = MRISetting.parse(attrs["setting"])
     with h5py.File(measurements, "r") as f:
         mask = f["mask"][()]
     params = dict(params or {})
+    acs = max(acs_width(mask.shape, setting.acs_fraction), 4)
+    run = _learned_mri_runner(method, setting, mask, params, model, acs) if method in LEARNED_MRI_METHODS else None
     if method == "tv":
-        params.setdefault("acs_width", max(acs_width(mask.shape, setting.acs_fraction), 4))
+        params.setdefault("acs_width", acs)
     seconds = {}
     with atomic_h5(out_path) as fo:
         for case, ksp in read_cases(measurements, "kspace").items():
             t0 = time.perf_counter()
-            rec = MRI_METHODS[method](ksp, mask, setting.coil_mode, **params)
+            extra = {}
+            if run is None:
+                rec = MRI_METHODS[method](ksp, mask, setting.coil_mode, **params)
+            else:
+                out = run(ksp)
+                rec, extra = out["mean"], {"std": out["std"]}
             seconds[case] = time.perf_counter() - t0
-            fo.create_dataset(f"cases/{case}/reconstruction", data=rec.astype(np.float32))
-            fo[f"cases/{case}"].attrs["seconds"] = seconds[case]
+            g = fo.create_group(f"cases/{case}")
+            g.create_dataset("reconstruction", data=rec.astype(np.float32))
+            for key, value in extra.items():
+                g.create_dataset(key, data=value.astype(np.float32))
+            g.attrs["seconds"] = seconds[case]
         fo.attrs.update({"modality": "mri", "method": method, "setting": setting.name,
-                         "params": json.dumps(params, default=str)})
+                         "params": json.dumps(params, default=str), "model": str(model or "")})
     return seconds
+
+
+def _learned_mri_runner(method, setting, mask, params, model, acs):
+    """A function kspace → {mean, std} for a score method, with the network loaded once."""
+    from diffrecon.diffusion.recipes import load_score_network, pick_device
+    from diffrecon.samplers.score_mri import ALGORITHM_OF, SamplerConfig, reconstruct_volume
+
+    if (method, setting.coil_mode) not in ALGORITHM_OF:
+        raise ValueError(f"method '{method}' does not apply to coil mode '{setting.coil_mode}'")
+    if model is None:
+        raise ValueError(f"method '{method}' needs a trained score model (checkpoint path)")
+    device = pick_device(params.get("device", "auto"))
+    network, sde, _ = load_score_network(model, device=device)
+    cfg = SamplerConfig.from_dict(params)
+    cfg.progress = True
+    batch_limit = int(params.get("batch_limit", 256))
+    return lambda ksp: reconstruct_volume(ksp, mask, setting.coil_mode, method, network, sde, cfg,
+                                          acs_width=acs, device=device, batch_limit=batch_limit)
 
 
 # ------------------------------------------------------------------------------------------ CT

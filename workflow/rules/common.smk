@@ -52,6 +52,13 @@ def settings_of(modality):
     return mri_settings() if modality == "mri" else ct_settings()
 
 
+def applies(modality, setting, method):
+    """Whether a method runs in a setting (the hybrid score algorithm needs multi-coil data)."""
+    if modality == "mri" and method == "score_hybrid":
+        return MRISetting.parse(setting).coil_mode == "multicoil"
+    return True
+
+
 def cells(modality):
     """Every (dataset, setting, method) table cell of one modality."""
     cfg = config.get(modality)
@@ -62,6 +69,7 @@ def cells(modality):
         for d in cfg["datasets"]
         for s in settings_of(modality)
         for m in cfg["methods"]
+        if applies(modality, s, m)
     ]
 
 
@@ -84,9 +92,23 @@ def metrics_files(wildcards):
     ]
 
 
+LEARNED = {"score": "score_mri", "score_hybrid": "score_mri"}
+
+
 def method_params_mri(wildcards):
     """Parameters of one MRI method from the config (e.g. the `mri.tv` block)."""
+    if wildcards.method == "score_hybrid":
+        return {**config["mri"].get("score", {}), **config["mri"].get("score_hybrid", {})}
     return dict(config["mri"].get(wildcards.method, {}))
+
+
+def reconstruct_mri_inputs(wildcards):
+    """Measurements, plus the trained prior for learned methods."""
+    files = {"measurements": f"{RESULTS}/mri/{wildcards.dataset}/{wildcards.setting}/measurements.h5"}
+    if wildcards.method in LEARNED:
+        prior = config[LEARNED[wildcards.method]]
+        files["model"] = f"{RESULTS}/models/{LEARNED[wildcards.method]}/{prior['dataset']}/model.safetensors"
+    return files
 
 
 def method_params_ct(wildcards):
@@ -106,7 +128,8 @@ def figure_inputs(wildcards):
     base = f"{RESULTS}/{wildcards.modality}/{wildcards.dataset}/{wildcards.setting}"
     files = {"target": f"{base}/target.h5", "measurements": f"{base}/measurements.h5"}
     for m in config[wildcards.modality]["methods"]:
-        files[f"recon_{m}"] = f"{base}/{m}/recon.h5"
+        if applies(wildcards.modality, wildcards.setting, m):
+            files[f"recon_{m}"] = f"{base}/{m}/recon.h5"
     return files
 
 

@@ -24,11 +24,12 @@ rule simulate_mri:
 rule reconstruct_mri:
     """Reconstruct every test case of one MRI setting with one method."""
     input:
-        measurements=f"{RESULTS}/mri/{{dataset}}/{{setting}}/measurements.h5",
+        unpack(reconstruct_mri_inputs),
     output:
         f"{RESULTS}/mri/{{dataset}}/{{setting}}/{{method}}/recon.h5",
     log:
         "logs/reconstruct_mri/{dataset}/{setting}/{method}.log",
+    threads: 2
     params:
         method_params=method_params_mri,
     conda:
