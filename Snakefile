@@ -30,6 +30,7 @@ wildcard_constraints:
 include: "workflow/rules/data.smk"
 include: "workflow/rules/mri.smk"
 include: "workflow/rules/score_mri.smk"
+include: "workflow/rules/unet.smk"
 include: "workflow/rules/ct.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"

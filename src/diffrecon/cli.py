@@ -66,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check-config", help="validate a pipeline config file")
     c.add_argument("config", type=Path)
+
+    e = sub.add_parser("export-weights", help="write shippable EMA weights (+ sidecar, .sha256) from a checkpoint")
+    e.add_argument("checkpoint", type=Path, help="training checkpoint (.safetensors with its .json sidecar)")
+    e.add_argument("output", type=Path, help="output .safetensors path")
     return p
 
 
@@ -142,6 +146,11 @@ def main(argv=None) -> int:
         if args.command == "check-config":
             load_config(args.config)
             print(f"{args.config}: valid")
+        elif args.command == "export-weights":
+            from diffrecon.diffusion.checkpoint import export_weights
+
+            out = export_weights(args.checkpoint.with_suffix(""), args.output.with_suffix(""))
+            print(f"{out}: written (sha256 in {out.with_suffix('.sha256').name})")
         else:
             print(json.dumps(_reconstruct(args), indent=2))
     except (ConfigError, DataFormatError, FileNotFoundError, ValueError, KeyError, OSError) as exc:

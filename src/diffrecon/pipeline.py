@@ -138,7 +138,7 @@ def simulate_mri(manifest: dict, setting: MRISetting, out_measurements, out_targ
     return meta
 
 
-LEARNED_MRI_METHODS = ("score", "score_hybrid")
+LEARNED_MRI_METHODS = ("score", "score_hybrid", "unet")
 
 
 def reconstruct_mri(measurements, method: str, out_path, params: dict | None = None, model=None) -> dict:
@@ -147,6 +147,8 @@ def reconstruct_mri(measurements, method: str, out_path, params: dict | None = N
     Classical methods take ``params`` as keyword arguments; the score methods take the sampler
     settings (:class:`~diffrecon.samplers.score_mri.SamplerConfig` fields) and need ``model``,
     the trained score network's checkpoint. Posterior methods also store a pixel-wise ``std``.
+    ``unet`` (the supervised baseline, :mod:`diffrecon.baselines.unet`) needs ``model``, the
+    checkpoint stem of the U-Net trained for the setting's mask family.
     """
     from diffrecon.baselines import MRI_METHODS
     from diffrecon.physics.masks import acs_width
@@ -171,7 +173,7 @@ def reconstruct_mri(measurements, method: str, out_path, params: dict | None = N
                 rec = MRI_METHODS[method](ksp, mask, setting.coil_mode, **params)
             else:
                 out = run(ksp)
-                rec, extra = out["mean"], {"std": out["std"]}
+                rec, extra = out["mean"], ({"std": out["std"]} if "std" in out else {})
             seconds[case] = time.perf_counter() - t0
             g = fo.create_group(f"cases/{case}")
             g.create_dataset("reconstruction", data=rec.astype(np.float32))
@@ -184,10 +186,18 @@ def reconstruct_mri(measurements, method: str, out_path, params: dict | None = N
 
 
 def _learned_mri_runner(method, setting, mask, params, model, acs):
-    """A function kspace → {mean, std} for a score method, with the network loaded once."""
+    """A function kspace → {mean, std} for a score method ({mean} for ``unet``), with the network loaded once."""
     from diffrecon.diffusion.recipes import load_score_network, pick_device
     from diffrecon.samplers.score_mri import ALGORITHM_OF, SamplerConfig, reconstruct_volume
 
+    if method == "unet":
+        from diffrecon.baselines.unet import load_unet, unet_reconstruct
+
+        if model is None:
+            raise ValueError("method 'unet' needs a trained U-Net (checkpoint path)")
+        network, _ = load_unet(model, device=pick_device(params.get("device", "auto")))
+        return lambda ksp: {"mean": unet_reconstruct(ksp, mask, setting.coil_mode, network,
+                                                     batch_limit=int(params.get("batch_limit", 64)))}
     if (method, setting.coil_mode) not in ALGORITHM_OF:
         raise ValueError(f"method '{method}' does not apply to coil mode '{setting.coil_mode}'")
     if model is None:
@@ -195,7 +205,6 @@ def _learned_mri_runner(method, setting, mask, params, model, acs):
     device = pick_device(params.get("device", "auto"))
     network, sde, _ = load_score_network(model, device=device)
     cfg = SamplerConfig.from_dict(params)
-    cfg.progress = True
     batch_limit = int(params.get("batch_limit", 256))
     return lambda ksp: reconstruct_volume(ksp, mask, setting.coil_mode, method, network, sde, cfg,
                                           acs_width=acs, device=device, batch_limit=batch_limit)
@@ -365,3 +374,21 @@ def setting_figure(target_path, measurements_path, recon_paths: dict, out_png, c
     return comparison_figure(target[k], {m: r[k] for m, r in recons.items()}, out_png, measurement=mask,
                              measurement_label=f"mask (R_eff = {meta['effective_acceleration']:.2f})",
                              metrics=metrics, title=f"{title} · slice {k} (metrics over the volume)")
+
+
+def posterior_figure(target_path, recon_path, out_png, case_index: int = 0):
+    """Uncertainty figure of a posterior-sampling cell: middle slice of one case (mean, std, error)."""
+    from diffrecon.report.figures import uncertainty_figure
+
+    targets = read_cases(target_path, "target")
+    case = list(targets)[min(case_index, len(targets) - 1)]
+    with h5py.File(recon_path, "r") as f:
+        g = f["cases"][case]
+        if "std" not in g:
+            raise ValueError(f"{recon_path}: case {case} has no 'std' (not a posterior-sampling method)")
+        mean, std = g["reconstruction"][()], g["std"][()]
+        params = json.loads(f.attrs.get("params", "{}"))
+        attrs = dict(f.attrs)
+    k = mean.shape[0] // 2
+    title = f"{attrs['method']} · {attrs['setting']} · {case} · slice {k}"
+    return uncertainty_figure(targets[case][k], mean[k], std[k], out_png, n_samples=params.get("n_samples"), title=title)

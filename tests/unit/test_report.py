@@ -224,3 +224,20 @@ def test_ct_views_figure_and_preview(tmp_path):
     ph, pw = _png(prev).shape[:2]
     assert 200 <= ph <= 1500 and 200 <= pw <= 1500
     assert plt.get_fignums() == []
+
+
+def test_uncertainty_figure_writes_a_four_panel_png(tmp_path):
+    import matplotlib.image
+
+    from diffrecon.report.figures import uncertainty_figure
+
+    rng = np.random.default_rng(0)
+    target = rng.random((24, 24))
+    mean = target + 0.05 * rng.standard_normal((24, 24))
+    std = np.abs(0.05 * rng.standard_normal((24, 24)))
+    out = uncertainty_figure(target, mean, std, tmp_path / "u.png", n_samples=4, title="t")
+    img = matplotlib.image.imread(out)
+    assert img.shape[1] > 2.5 * img.shape[0]          # four panels side by side
+    with pytest.raises(ValueError, match="equal 2-D"):
+        uncertainty_figure(target, mean[:5], std, tmp_path / "bad.png")
+    assert not (tmp_path / "bad.png").exists()

@@ -2,6 +2,7 @@
 # Stage files (data.smk, mri.smk, ct.smk, evaluate.smk, report.smk) hold rules only.
 
 import copy
+import fnmatch
 import sys
 from pathlib import Path
 
@@ -53,9 +54,15 @@ def settings_of(modality):
 
 
 def applies(modality, setting, method):
-    """Whether a method runs in a setting (the hybrid score algorithm needs multi-coil data)."""
-    if modality == "mri" and method == "score_hybrid":
-        return MRISetting.parse(setting).coil_mode == "multicoil"
+    """Whether a method runs in a setting: the hybrid score algorithm needs multi-coil data, and
+    `mri.learned_settings` (glob patterns of setting names) can limit the learned methods."""
+    if modality != "mri":
+        return True
+    if method == "score_hybrid" and MRISetting.parse(setting).coil_mode != "multicoil":
+        return False
+    patterns = config["mri"].get("learned_settings")
+    if method in ("score", "score_hybrid", "unet") and patterns:
+        return any(fnmatch.fnmatch(setting, p) for p in patterns)
     return True
 
 
@@ -99,6 +106,8 @@ def method_params_mri(wildcards):
     """Parameters of one MRI method from the config (e.g. the `mri.tv` block)."""
     if wildcards.method == "score_hybrid":
         return {**config["mri"].get("score", {}), **config["mri"].get("score_hybrid", {})}
+    if wildcards.method == "unet":  # the rest of `mri.unet` configures training
+        return {k: v for k, v in config["mri"].get("unet", {}).items() if k == "device"}
     return dict(config["mri"].get(wildcards.method, {}))
 
 
@@ -108,7 +117,16 @@ def reconstruct_mri_inputs(wildcards):
     if wildcards.method in LEARNED:
         prior = config[LEARNED[wildcards.method]]
         files["model"] = f"{RESULTS}/models/{LEARNED[wildcards.method]}/{prior['dataset']}/model.safetensors"
+    elif wildcards.method == "unet":
+        files["model"] = unet_checkpoint(wildcards.dataset, wildcards.setting)
     return files
+
+
+def unet_checkpoint(dataset, setting):
+    """The supervised U-Net of a setting's mask family, trained on `mri.unet.dataset` (default: `dataset`)."""
+    s = MRISetting.parse(setting)
+    trained_on = config["mri"].get("unet", {}).get("dataset") or dataset
+    return f"{RESULTS}/models/unet/{trained_on}/{s.mask}-R{s.acceleration:g}-acs{s.acs_fraction:g}/model.safetensors"
 
 
 def method_params_ct(wildcards):
@@ -152,4 +170,10 @@ def final_outputs():
             out += [f"{RESULTS}/tables/{modality}_{view}.{ext}" for ext in ("csv", "md", "tex")]
         for d in config[modality]["datasets"]:
             out += [f"{RESULTS}/figures/{modality}/{d}/{s}.png" for s in settings_of(modality)]
+    if "mri" in modalities() and config["mri"].get("score", {}).get("n_samples", 1) > 1:
+        out += [
+            f"{RESULTS}/figures/mri/{d}/uncertainty/{s}_{m}.png"
+            for d, s, m in cells("mri")
+            if m in LEARNED
+        ]
     return out

@@ -61,3 +61,24 @@ rule figure:
         ENV
     script:
         "../scripts/figure.py"
+
+
+rule uncertainty_figure:
+    """Posterior mean, pixel-wise std over the samples and |error| of a score-MRI cell."""
+    input:
+        target=f"{RESULTS}/mri/{{dataset}}/{{setting}}/target.h5",
+        recon=f"{RESULTS}/mri/{{dataset}}/{{setting}}/{{method}}/recon.h5",
+    output:
+        report(
+            f"{RESULTS}/figures/mri/{{dataset}}/uncertainty/{{setting}}_{{method}}.png",
+            caption="../report/uncertainty.rst",
+            category="Figures",
+        ),
+    log:
+        "logs/uncertainty_figure/{dataset}/{setting}_{method}.log",
+    params:
+        case_index=config["figures"]["case_index"],
+    conda:
+        ENV
+    script:
+        "../scripts/uncertainty_figure.py"

@@ -1,8 +1,8 @@
 """Checkpoints: safetensors weights + a JSON sidecar.
 
 ``<stem>.safetensors`` holds flat tensors: ``model.*`` (raw weights), ``ema.*`` (EMA
-weights), ``optim.<i>.<state>`` (Adam moments per parameter index) and ``rng.*`` (torch
-generator states), so a killed run resumes exactly. ``<stem>.json`` records the step, the
+weights) and ``optim.<i>.<state>`` (Adam moments per parameter index); minibatches and noise
+are drawn from per-step seeds, so these suffice for a killed run to resume exactly. ``<stem>.json`` records the step, the
 training config and its hash, the training-data hash, the git commit, library versions and
 the loss history. Shipped weights carry only ``model.*``/``ema.*`` and are verified by sha256.
 """
@@ -81,6 +81,9 @@ def load_checkpoint(stem, expected_sha256: str | None = None) -> tuple[dict[str,
         raise ValueError(f"{weights}: sha256 {sha256(weights)[:12]}… does not match the recorded {expected_sha256[:12]}…")
     sidecar = weights.with_suffix(".json")
     meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    if meta.get("sha256") and sha256(weights) != meta["sha256"]:
+        raise ValueError(f"{weights}: weights do not match the sha256 in {sidecar.name} "
+                         "(an interrupted write?); delete both files to restart")
     return load_file(str(weights)), meta
 
 
@@ -107,7 +110,10 @@ def install_weights(shipped, out_stem) -> Path:
         raise FileNotFoundError(f"{shipped}: shipped weights not found (train them with --config retrain=true)")
     if not sums.is_file():
         raise FileNotFoundError(f"{sums}: checksum file not found next to the weights")
-    expected = sums.read_text().split()[0]
+    fields = sums.read_text().split()
+    if not fields:
+        raise ValueError(f"{sums}: checksum file is empty")
+    expected = fields[0]
     actual = sha256(shipped)
     if actual != expected:
         raise ValueError(f"{shipped}: sha256 {actual[:12]}… does not match {sums.name} ({expected[:12]}…); "
@@ -119,3 +125,18 @@ def install_weights(shipped, out_stem) -> Path:
     os.replace(f"{out_stem}.json.part", out_stem.with_suffix(".json"))
     os.replace(f"{out_stem}.safetensors.part", out_stem.with_suffix(".safetensors"))
     return out_stem.with_suffix(".safetensors")
+
+
+def export_weights(checkpoint_stem, out_stem) -> Path:
+    """Write shippable weights from a training checkpoint: the EMA weights only (no optimizer
+    state), its sidecar (plus the source checkpoint's sha256) and a ``.sha256`` file."""
+    tensors, meta = load_checkpoint(checkpoint_stem)
+    ema = {k: v for k, v in tensors.items() if k.startswith("ema.")}
+    if not ema:
+        raise ValueError(f"{checkpoint_stem}: checkpoint holds no EMA weights")
+    meta = {k: v for k, v in meta.items() if k != "sha256"}
+    meta["exported_from"] = {"checkpoint": str(Path(checkpoint_stem).with_suffix(".safetensors")),
+                             "sha256": sha256(Path(checkpoint_stem).with_suffix(".safetensors"))}
+    weights = save_checkpoint(out_stem, ema, meta)
+    Path(out_stem).with_suffix(".sha256").write_text(f"{sha256(weights)}  {weights.name}\n")
+    return weights

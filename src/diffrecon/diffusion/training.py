@@ -2,7 +2,9 @@
 
 Deterministic and resumable: the minibatch and the noise of step k are drawn from a
 generator seeded with (seed, k), so a run killed after its checkpoint at step k and resumed
-reaches bit-identical weights on CPU to an uninterrupted run. Adam with linear warm-up,
+reaches bit-identical weights on CPU to an uninterrupted run. A checkpoint made with another
+configuration is refused, except that the step budget may grow (a longer run continues a
+shorter one). Adam with linear warm-up,
 gradient-norm clipping, and an EMA of the weights with the warm-up
 decay_k = min(decay, (1 + k) / (10 + k)). Progress (loss) is shown with tqdm.
 
@@ -101,7 +103,9 @@ def train(model: nn.Module, data: torch.Tensor, loss_fn: Callable, cfg: TrainCon
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
     run_meta = {"train": asdict(cfg), **(meta or {})}
-    run_meta["config_hash"] = config_hash(run_meta)
+    # the step budget and checkpoint spacing may change between runs: a longer run continues a shorter one
+    hashed = {**run_meta, "train": {k: v for k, v in run_meta["train"].items() if k not in ("steps", "checkpoint_every")}}
+    run_meta["config_hash"] = config_hash(hashed)
     step, history = 0, []
     if resume and out_stem.with_suffix(".safetensors").is_file():
         tensors, old = load_checkpoint(out_stem)

@@ -19,7 +19,7 @@ from .tables import (
 )
 from .tables import __all__ as _TABLES
 
-_FIGURES = ("comparison_figure", "ct_views_figure", "save_preview")
+_FIGURES = ("comparison_figure", "ct_views_figure", "uncertainty_figure", "save_preview")
 
 __all__ = [*_TABLES, *_FIGURES]
 

@@ -8,6 +8,8 @@ backend: figures are only ever written to files, never shown.
   zoom inset and PSNR/SSIM, above their absolute error maps on one colour scale.
 * :func:`ct_views_figure` — a CT volume in axial / coronal / sagittal middle
   slices, with error maps and per-view metrics.
+* :func:`uncertainty_figure` — posterior samples of one slice: ground truth,
+  posterior mean, pixel-wise standard deviation and absolute error.
 * :func:`save_preview` — a single image, used by the command line.
 """
 
@@ -24,7 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-__all__ = ["comparison_figure", "ct_views_figure", "save_preview"]
+__all__ = ["comparison_figure", "ct_views_figure", "uncertainty_figure", "save_preview"]
 
 DPI = 150
 IMAGE_CMAP = "gray"
@@ -334,6 +336,33 @@ def ct_views_figure(
         img_row[0].set_ylabel(view, fontsize=9)
         err_row[0].set_ylabel(f"{view} |error|", fontsize=8)
     fig.colorbar(error_image, cax=cax, orientation="horizontal", label="absolute error |recon − target|")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return _save(fig, out_path)
+
+
+def uncertainty_figure(target, mean, std, out_path, n_samples: int | None = None, title: str | None = None) -> Path:
+    """Ground truth | posterior mean | pixel-wise std | |mean − target| for one 2-D slice.
+
+    The std and error panels share one colour scale, so regions where the sampler is
+    uncertain can be compared with where it is wrong. Returns the written path.
+    """
+    target, mean, std = (np.asarray(a, dtype=np.float64) for a in (target, mean, std))
+    if not target.shape == mean.shape == std.shape or target.ndim != 2:
+        raise ValueError(f"uncertainty_figure expects three equal 2-D arrays, got {target.shape}, {mean.shape}, {std.shape}")
+    err = np.abs(mean - target)
+    vmin, vmax = _window(target)
+    emax = _error_max([err, std])
+    fig, axes = plt.subplots(1, 4, figsize=(13, 3.6), layout="constrained")
+    panels = [("ground truth", target, IMAGE_CMAP, vmin, vmax),
+              ("posterior mean", mean, IMAGE_CMAP, vmin, vmax),
+              (f"std over {n_samples} samples" if n_samples else "posterior std", std, ERROR_CMAP, 0.0, emax),
+              ("|mean − ground truth|", err, ERROR_CMAP, 0.0, emax)]
+    for ax, (name, img, cmap, lo, hi) in zip(axes, panels):
+        im = ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
+        ax.set_title(name, fontsize=10)
+        _bare(ax)
+    fig.colorbar(im, ax=axes[2:], shrink=0.85, label="intensity (target scale)")
     if title:
         fig.suptitle(title, fontsize=11)
     return _save(fig, out_path)

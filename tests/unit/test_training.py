@@ -1,0 +1,468 @@
+"""Tests for diffrecon.diffusion: VE-SDE, score network, DSM loss, trainer, checkpoints, recipes.
+
+Expected values come from the definitions (sigma(t) = sigma_min (sigma_max/sigma_min)^t, the
+exact score of a point mass, the trivial predictor's loss 0.5 * H * W), from independent
+constructions (a second uninterrupted run, a network rebuilt by hand, hashlib) — never from a
+run of the code under test. Networks are tiny and runs are a few steps; torch uses one thread
+so results are bit-reproducible across processes on CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffrecon.diffusion import checkpoint as ckpt
+from diffrecon.diffusion.checkpoint import (
+    install_weights,
+    load_checkpoint,
+    save_checkpoint,
+    sha256,
+    unprefixed,
+)
+from diffrecon.diffusion.networks import ScoreNetwork, UNetConfig
+from diffrecon.diffusion.sde import VESDE
+from diffrecon.diffusion.training import TrainConfig, train, ve_dsm_loss
+
+ROOT = Path(__file__).resolve().parents[2]
+NET = {"sample_size": 16, "channels": [8, 16], "attention": [False, True], "norm_num_groups": 4,
+       "layers_per_block": 1}
+SDE = (0.01, 5.0)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: deterministic reductions and no fight with other CPU jobs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_net(init_seed: int = 0) -> ScoreNetwork:
+    torch.manual_seed(init_seed)
+    return ScoreNetwork(UNetConfig.from_dict(NET))
+
+
+def blobs(n: int = 32, size: int = 16, seed: int = 0) -> torch.Tensor:
+    """n smooth Gaussian blobs in [0, 1], (n, 1, size, size)."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    c = torch.rand(n, 2, generator=g) * 1.2 - 0.6
+    r = torch.rand(n, generator=g) * 0.3 + 0.2
+    d2 = (xx - c[:, 0, None, None]) ** 2 + (yy - c[:, 1, None, None]) ** 2
+    return torch.exp(-d2 / (2 * r[:, None, None] ** 2))[:, None].float()
+
+
+def assert_same_tensors(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+        assert torch.equal(a[k], b[k]), f"tensor {k} differs"
+
+
+# ----------------------------------------------------------------------------------- VESDE
+def test_vesde_endpoints_and_geometric_levels():
+    sde = VESDE(0.01, 50.0)
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    s = sde.sigma(t)
+    assert s[0].item() == pytest.approx(0.01, rel=1e-12)
+    assert s[1].item() == pytest.approx(math.sqrt(0.01 * 50.0), rel=1e-12)   # geometric midpoint
+    assert s[2].item() == pytest.approx(50.0, rel=1e-12)
+
+    n = 7
+    levels = sde.discrete_sigmas(n)
+    assert levels.shape == (n,) and levels.dtype == torch.float64
+    assert levels[0].item() == pytest.approx(0.01, rel=1e-12)
+    assert levels[-1].item() == pytest.approx(50.0, rel=1e-12)
+    ratios = levels[1:] / levels[:-1]
+    expected_ratio = (50.0 / 0.01) ** (1 / (n - 1))
+    torch.testing.assert_close(ratios, torch.full((n - 1,), expected_ratio, dtype=torch.float64), rtol=1e-12, atol=0)
+    # the discrete levels are sigma(t) on the uniform grid k / (N - 1)
+    torch.testing.assert_close(levels, sde.sigma(torch.arange(n, dtype=torch.float64) / (n - 1)), rtol=1e-12, atol=0)
+
+    grid = sde.time_grid(5)
+    assert grid[0].item() == 1.0 and grid[-1].item() == pytest.approx(sde.eps)
+    assert bool((grid[1:] < grid[:-1]).all())
+
+
+@pytest.mark.parametrize("lo, hi", [(0.0, 1.0), (-0.1, 1.0), (1.0, 1.0), (2.0, 1.0), (float("nan"), 1.0)])
+def test_vesde_rejects_bad_noise_range(lo, hi):
+    with pytest.raises(ValueError, match="sigma_min"):
+        VESDE(lo, hi)
+
+
+# ----------------------------------------------------------------------------- ScoreNetwork
+def test_score_network_is_the_unet_output_and_broadcasts_sigma():
+    net = tiny_net().eval()
+    x = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    s = torch.tensor([0.05, 0.7, 3.0])
+    with torch.no_grad():
+        out = net(x, s)
+        assert out.shape == x.shape
+        assert torch.equal(out, net.unet(x, s).sample)
+        full = net(x, torch.full((3,), 0.4))
+        for one in (torch.tensor([0.4]), torch.tensor(0.4), 0.4):
+            assert torch.equal(net(x, one), full)
+        # each batch element sees its own sigma: same as evaluating it alone
+        for i in range(3):
+            torch.testing.assert_close(net(x[i:i + 1], s[i:i + 1]), out[i:i + 1], rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(out[0], net(x[:1], torch.tensor([3.0]))[0])   # sigma matters
+
+
+# ------------------------------------------------------------------------------- DSM loss
+class PointMassScore(torch.nn.Module):
+    """Exact score of x0 = mu perturbed by N(0, sigma^2 I): -(x - mu) / sigma^2."""
+
+    def __init__(self, mu):
+        super().__init__()
+        self.mu = mu
+
+    def forward(self, x, sigma):
+        return -(x - self.mu) / sigma.view(-1, 1, 1, 1) ** 2
+
+
+def test_dsm_loss_is_zero_for_the_exact_score_and_half_the_pixels_for_zero():
+    loss = ve_dsm_loss(VESDE(*SDE))
+    mu = blobs(1)
+    x0 = mu.expand(64, -1, -1, -1).contiguous()
+    exact = loss(PointMassScore(mu), x0, torch.Generator().manual_seed(0))
+    assert exact.item() == pytest.approx(0.0, abs=1e-3)
+    zero = loss(lambda x, s: torch.zeros_like(x), x0, torch.Generator().manual_seed(0))
+    # 0.5 * E ||z||^2 = 0.5 * 256 for z ~ N(0, I) on 16 x 16 pixels (64 * 256 samples: ~1% spread)
+    assert zero.item() == pytest.approx(128.0, rel=0.05)
+
+
+# -------------------------------------------------------------------------------- training
+def test_training_reduces_the_loss(tmp_path):
+    data = blobs(32)
+    cfg = TrainConfig(steps=150, batch_size=8, lr=1e-3, warmup=10, grad_clip=1.0, ema_decay=0.99,
+                      checkpoint_every=25, seed=0)
+    meta = train(tiny_net(), data, ve_dsm_loss(VESDE(*SDE)), cfg, tmp_path / "ck", progress=False)
+    assert meta["step"] == 150
+    steps = [s for s, _ in meta["loss_history"]]
+    assert steps == [25, 50, 75, 100, 125, 150]
+    first, last = meta["loss_history"][0][1], meta["loss_history"][-1][1]
+    assert last < 0.6 * first
+    trivial = 0.5 * 16 * 16                     # loss of the score-0 predictor
+    assert last < 0.5 * trivial
+
+    # the checkpointed weights are the trained ones: lower loss than a fresh net on the same noise
+    tensors, _ = load_checkpoint(tmp_path / "ck")
+    trained = tiny_net()
+    trained.load_state_dict(unprefixed("ema", tensors))
+    loss = ve_dsm_loss(VESDE(*SDE))
+    with torch.no_grad():
+        fresh_loss = loss(tiny_net(), data, torch.Generator().manual_seed(123)).item()
+        trained_loss = loss(trained, data, torch.Generator().manual_seed(123)).item()
+    assert trained_loss < 0.5 * fresh_loss
+
+
+HELPER = r'''
+import json, sys, time
+import torch
+torch.set_num_threads(1)
+from diffrecon.diffusion.networks import ScoreNetwork, UNetConfig
+from diffrecon.diffusion.sde import VESDE
+from diffrecon.diffusion.training import TrainConfig, train, ve_dsm_loss
+
+args = json.loads(sys.argv[1])
+data = torch.load(args["data"])
+torch.manual_seed(args["init_seed"])
+net = ScoreNetwork(UNetConfig.from_dict(args["net"]))
+loss = ve_dsm_loss(VESDE(*args["sde"]))
+
+def slow_loss(model, x0, gen):          # same numbers, slower steps: a wide window for the kill
+    time.sleep(args["sleep"])
+    return loss(model, x0, gen)
+
+train(net, data, slow_loss, TrainConfig(**args["cfg"]), args["stem"], progress=False)
+'''
+
+
+def _read_step(sidecar: Path) -> int:
+    try:
+        return int(json.loads(sidecar.read_text())["step"])
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return -1
+
+
+def test_resume_after_sigkill_is_bit_identical(tmp_path):
+    data = blobs(16)
+    torch.save(data, tmp_path / "data.pt")
+    cfg = dict(steps=12, batch_size=4, lr=1e-3, warmup=3, grad_clip=1.0, ema_decay=0.9, checkpoint_every=2, seed=3)
+    killed = tmp_path / "killed" / "ck"
+    helper = tmp_path / "helper.py"
+    helper.write_text(HELPER)
+    args = {"data": str(tmp_path / "data.pt"), "init_seed": 0, "net": NET, "sde": list(SDE), "cfg": cfg,
+            "stem": str(killed), "sleep": 0.25}
+    proc = subprocess.Popen([sys.executable, str(helper), json.dumps(args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    k = 4
+    try:
+        deadline = time.monotonic() + 90
+        while _read_step(killed.with_suffix(".json")) < k:
+            if proc.poll() is not None:
+                pytest.fail(f"training subprocess ended early ({proc.returncode}):\n{proc.stderr.read()[-3000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("training subprocess reached no checkpoint in 90 s")
+            time.sleep(0.01)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+    # what the kill left behind is a complete, consistent checkpoint
+    tensors, meta = load_checkpoint(killed, expected_sha256=json.loads(killed.with_suffix(".json").read_text())["sha256"])
+    assert k <= meta["step"] < cfg["steps"]
+    assert meta["step"] % cfg["checkpoint_every"] == 0
+    assert any(key.startswith("model.") for key in tensors) and any(key.startswith("ema.") for key in tensors)
+    assert any(key.startswith("optim.") for key in tensors)
+
+    loss = ve_dsm_loss(VESDE(*SDE))
+    resumed = train(tiny_net(init_seed=99), data, loss, TrainConfig(**cfg), killed, progress=False)
+    assert resumed["step"] == cfg["steps"]
+    assert not list(killed.parent.glob("*.part")), "temporary files left after the resumed run"
+
+    fresh = tmp_path / "fresh" / "ck"
+    straight = train(tiny_net(init_seed=0), data, loss, TrainConfig(**cfg), fresh, progress=False)
+    assert straight["step"] == cfg["steps"]
+    assert resumed["config_hash"] == straight["config_hash"]
+
+    a, _ = load_checkpoint(killed)
+    b, _ = load_checkpoint(fresh)
+    assert {k_.split(".")[0] for k_ in a} == {"model", "ema", "optim"}
+    assert_same_tensors(a, b)
+
+
+def test_kill_between_the_two_renames_is_detected_or_harmless(tmp_path, monkeypatch):
+    data = blobs(8)
+    cfg = TrainConfig(steps=6, batch_size=4, lr=1e-3, warmup=2, checkpoint_every=2, seed=0)
+    loss = ve_dsm_loss(VESDE(*SDE))
+    train(tiny_net(), data, loss, cfg, tmp_path / "ref" / "ck", progress=False)
+
+    class Killed(BaseException):
+        pass
+
+    real_replace = os.replace
+    sidecars = []
+
+    def replace(src, dst):
+        if str(dst).endswith("ck.json"):
+            sidecars.append(dst)
+            if len(sidecars) == 2:            # the step-4 checkpoint: weights renamed, sidecar not
+                raise Killed
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(ckpt.os, "replace", replace)
+    with pytest.raises(Killed):
+        train(tiny_net(), data, loss, cfg, tmp_path / "run" / "ck", progress=False)
+    monkeypatch.undo()
+
+    try:
+        train(tiny_net(), data, loss, cfg, tmp_path / "run" / "ck", progress=False)
+    except ValueError:
+        return                                # refusing the inconsistent pair is fine
+    a, _ = load_checkpoint(tmp_path / "run" / "ck")
+    b, _ = load_checkpoint(tmp_path / "ref" / "ck")
+    assert_same_tensors(a, b)
+
+
+def test_resume_with_another_config_raises(tmp_path):
+    data = blobs(8)
+    loss = ve_dsm_loss(VESDE(*SDE))
+    cfg = dict(steps=2, batch_size=2, lr=1e-3, warmup=1, checkpoint_every=1, seed=0)
+    first = train(tiny_net(), data, loss, TrainConfig(**cfg), tmp_path / "ck", progress=False)
+    weights = (tmp_path / "ck.safetensors").read_bytes()
+    # the same config resumes (nothing left to do) ...
+    again = train(tiny_net(), data, loss, TrainConfig(**cfg), tmp_path / "ck", progress=False)
+    assert again["step"] == 2 and again["config_hash"] == first["config_hash"]
+    # ... another one does not, and leaves the checkpoint alone
+    for change in ({"lr": 2e-3}, {"batch_size": 4}, {"warmup": 2}, {"ema_decay": 0.5}, {"seed": 1}):
+        with pytest.raises(ValueError, match="another config"):
+            train(tiny_net(), data, loss, TrainConfig(**{**cfg, **change}), tmp_path / "ck", progress=False)
+    with pytest.raises(ValueError, match="another config"):
+        train(tiny_net(), data, loss, TrainConfig(**cfg), tmp_path / "ck", meta={"data_hash": "other"}, progress=False)
+    assert (tmp_path / "ck.safetensors").read_bytes() == weights
+
+    # documented exception: a larger step budget (and other checkpoint spacing) continues the run,
+    # reaching what an uninterrupted run with that budget reaches
+    longer = {**cfg, "steps": 4, "checkpoint_every": 2}
+    grown = train(tiny_net(), data, loss, TrainConfig(**longer), tmp_path / "ck", progress=False)
+    straight = train(tiny_net(), data, loss, TrainConfig(**longer), tmp_path / "straight", progress=False)
+    assert grown["step"] == straight["step"] == 4
+    assert_same_tensors(load_checkpoint(tmp_path / "ck")[0], load_checkpoint(tmp_path / "straight")[0])
+
+
+# ------------------------------------------------------------------------------ checkpoints
+def test_checkpoint_round_trip_preserves_tensors_and_sidecar(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    tensors = {
+        "model.w": torch.randn(4, 3, generator=g),
+        "model.t": torch.randn(3, 4, generator=g).t(),          # non-contiguous
+        "ema.w": torch.randn(4, 3, generator=g, dtype=torch.float64),
+        "optim.0.step": torch.tensor(17.0),                      # 0-d, as Adam's step
+        "optim.0.idx": torch.arange(5),
+        "half": torch.randn(2, 2, generator=g).to(torch.bfloat16),
+        "special": torch.tensor([float("inf"), -0.0, float("nan"), 1e-45]),
+    }
+    meta = {"step": 17, "config_hash": "abc123", "data_hash": "def456", "git_commit": "0" * 40,
+            "versions": {"torch": torch.__version__}, "loss_history": [[1, 2.5]]}
+    weights = save_checkpoint(tmp_path / "sub" / "ck", tensors, meta)
+    assert weights == tmp_path / "sub" / "ck.safetensors"
+    assert not list((tmp_path / "sub").glob("*.part"))
+
+    loaded, sidecar = load_checkpoint(tmp_path / "sub" / "ck")
+    assert loaded.keys() == tensors.keys()
+    for k, v in tensors.items():
+        assert loaded[k].dtype == v.dtype and loaded[k].shape == v.shape
+        assert torch.equal(loaded[k], v) or k == "special", k
+    # bitwise for inf, -0.0, NaN and a subnormal
+    assert torch.equal(loaded["special"].view(torch.int32), tensors["special"].view(torch.int32))
+    for k, v in meta.items():
+        assert sidecar[k] == v
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert sidecar["sha256"] == digest == sha256(weights)
+
+    # the path of the weights file works as well as the stem; a right checksum passes
+    again, _ = load_checkpoint(weights, expected_sha256=digest)
+    assert torch.equal(again["model.w"], tensors["model.w"])
+    wrong = ("0" if digest[0] != "0" else "1") + digest[1:]
+    with pytest.raises(ValueError, match="sha256"):
+        load_checkpoint(tmp_path / "sub" / "ck", expected_sha256=wrong)
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing")
+
+
+def _git_head() -> str | None:
+    if not (ROOT / ".git").exists():
+        return None
+    out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    return out.stdout.strip() or None
+
+
+# ---------------------------------------------------------------------------------- recipes
+TINY_MRI = {"modality": "mri", "source": "demo", "size": 16, "coils": 8, "slices": 2,
+            "volumes": {"train": 2, "test": 1}}
+SCORE_CFG = {"dataset": "demo_brain",
+             "model": {"channels": [8, 16], "attention": [False, True], "norm_num_groups": 4, "layers_per_block": 1},
+             "sde": {"sigma_min": 0.01, "sigma_max": 10.0},
+             "train": {"steps": 4, "batch_size": 2, "lr": 1e-3, "warmup": 2, "grad_clip": 1.0, "ema_decay": 0.9,
+                       "checkpoint_every": 2, "seed": 0}}
+
+
+def test_load_score_network_rebuilds_the_trained_ema_network(tmp_path):
+    import diffusers
+    import numpy
+
+    from diffrecon.data.datasets import prepare_dataset
+    from diffrecon.data.training_sets import magnitude_slices, tensor_hash
+    from diffrecon.diffusion import recipes
+
+    manifest = prepare_dataset("demo_brain", TINY_MRI, tmp_path / "data", seed=0)
+    stem = tmp_path / "models" / "model"
+    recipes.train_score_mri(manifest, SCORE_CFG, stem, device="cpu", progress=False)
+
+    # sidecar: provenance and a checksum of the file next to it
+    meta = json.loads(stem.with_suffix(".json").read_text())
+    assert meta["step"] == 4 and meta["loss_history"][-1][0] == 4
+    assert isinstance(meta["config_hash"], str) and meta["config_hash"]
+    slices = magnitude_slices(manifest, "train")
+    assert meta["n_train_slices"] == len(slices) == 4 and meta["image_size"] == 16
+    assert meta["data_hash"] == hashlib.sha256(slices.numpy().tobytes()).hexdigest()[:16] == tensor_hash(slices)
+    assert meta["sha256"] == hashlib.sha256(stem.with_suffix(".safetensors").read_bytes()).hexdigest()
+    head = _git_head()
+    assert meta["git_commit"] == (head if head else "unknown")
+    assert meta["versions"]["torch"] == torch.__version__
+    assert meta["versions"]["diffusers"] == diffusers.__version__
+    assert meta["versions"]["numpy"] == numpy.__version__
+
+    # the EMA network, rebuilt by hand from the raw tensors
+    tensors, _ = load_checkpoint(stem)
+    by_hand = ScoreNetwork(UNetConfig(sample_size=16, channels=(8, 16), attention=(False, True), norm_num_groups=4,
+                                      layers_per_block=1)).eval()
+    by_hand.load_state_dict(unprefixed("ema", tensors))
+
+    net, sde, loaded_meta = recipes.load_score_network(stem, expected_sha256=meta["sha256"])
+    assert sde == VESDE(0.01, 10.0) and loaded_meta["step"] == 4
+    assert not net.training and not any(p.requires_grad for p in net.parameters())
+    x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(5))
+    s = torch.tensor([0.02, 4.0])
+    with torch.no_grad():
+        assert torch.equal(net(x, s), by_hand(x, s))
+        raw, _, _ = recipes.load_score_network(stem, use_ema=False)
+        by_hand.load_state_dict(unprefixed("model", tensors))
+        assert torch.equal(raw(x, s), by_hand(x, s))
+        assert not torch.equal(raw(x, s), net(x, s))          # EMA and raw weights differ after 4 steps
+    with pytest.raises(ValueError):
+        recipes.load_score_network(stem, expected_sha256="0" * 64)
+
+
+# --------------------------------------------------------------------------- install_weights
+def _shipped(tmp_path, good_sum: bool = True) -> Path:
+    ship = tmp_path / "ship"
+    weights = save_checkpoint(ship / "score", {"ema.w": torch.arange(6.0).reshape(2, 3)}, {"step": 3})
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    if not good_sum:
+        digest = hashlib.sha256(b"something else").hexdigest()
+    (ship / "score.sha256").write_text(f"{digest}  score.safetensors\n")
+    return weights
+
+
+def _left_at(dest: Path) -> list:
+    return sorted(p.name for p in dest.rglob("*")) if dest.exists() else []
+
+
+def test_install_weights_copies_weights_and_sidecar(tmp_path):
+    weights = _shipped(tmp_path)
+    out = install_weights(weights, tmp_path / "results" / "models" / "model")
+    assert out == tmp_path / "results" / "models" / "model.safetensors"
+    assert out.read_bytes() == weights.read_bytes()
+    assert out.with_suffix(".json").read_bytes() == weights.with_suffix(".json").read_bytes()
+    assert _left_at(tmp_path / "results" / "models") == ["model.json", "model.safetensors"]
+    tensors, _ = load_checkpoint(out.with_suffix(""))
+    assert torch.equal(tensors["ema.w"], torch.arange(6.0).reshape(2, 3))
+
+
+@pytest.mark.parametrize("breakage, error, names", [
+    ("wrong_sum", ValueError, "score.safetensors"),
+    ("no_sum", FileNotFoundError, "score.sha256"),
+    ("no_weights", FileNotFoundError, "score.safetensors"),
+    ("no_sidecar", FileNotFoundError, "score.json"),
+])
+def test_install_weights_errors_name_the_file_and_leave_nothing(tmp_path, breakage, error, names):
+    weights = _shipped(tmp_path, good_sum=breakage != "wrong_sum")
+    if breakage == "no_sum":
+        weights.with_suffix(".sha256").unlink()
+    elif breakage == "no_weights":
+        weights.unlink()
+    elif breakage == "no_sidecar":
+        weights.with_suffix(".json").unlink()
+    dest = tmp_path / "results"
+    with pytest.raises(error) as info:
+        install_weights(weights, dest / "models" / "model")
+    assert names in str(info.value)
+    assert [p for p in _left_at(dest) if "." in p] == []         # no (partial) files, at most empty folders
+
+
+def test_install_weights_empty_checksum_file_names_it(tmp_path):
+    weights = _shipped(tmp_path)
+    weights.with_suffix(".sha256").write_text("")
+    with pytest.raises((ValueError, FileNotFoundError)) as info:
+        install_weights(weights, tmp_path / "results" / "model")
+    assert "score.sha256" in str(info.value)
+    assert _left_at(tmp_path / "results") == []

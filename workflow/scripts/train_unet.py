@@ -1,0 +1,19 @@
+"""Rule train_unet: the supervised U-Net baseline of one mask family (CUDA when present)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+
+import torch  # noqa: E402
+
+from diffrecon.baselines.unet import MaskSpec, train_unet  # noqa: E402
+from diffrecon.data.datasets import load_manifest  # noqa: E402
+from diffrecon.logs import log_to  # noqa: E402
+
+with log_to(snakemake.log[0]):
+    torch.set_num_threads(snakemake.threads)
+    cfg, w = snakemake.params.cfg, snakemake.wildcards
+    # the seed of simulate_mri's masks, so the network is trained for the mask it is tested on
+    spec = MaskSpec(w.mask, float(w.acc), float(w.acs), snakemake.params.seed)
+    stem = Path(snakemake.output.weights).with_suffix("")
+    train_unet(load_manifest(snakemake.input.manifest), spec, cfg, stem, device=cfg.get("device", "auto"))
