@@ -1,6 +1,6 @@
 # score-MRI prior: train the VE score network, or install the shipped demo weights.
 
-if config["retrain"]:
+if config.get("score_mri") and config["retrain"]:
 
     rule train_score_mri:
         """Train the VE-SDE score network on the magnitude slices of a dataset's train split."""
@@ -22,7 +22,7 @@ if config["retrain"]:
         script:
             "../scripts/train.py"
 
-else:
+elif config.get("score_mri"):
 
     rule install_weights_score_mri:
         """Copy the shipped demo weights after checking their sha256."""
