@@ -45,7 +45,10 @@ def _parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     r.add_argument("input", type=Path, help="input file (.h5 or .npy)")
     r.add_argument("--modality", choices=["mri", "ct"], required=True)
-    r.add_argument("--method", required=True, help="mri: zero_filled | tv;  ct: fbp")
+    r.add_argument("--method", required=True,
+                   help="mri: zero_filled | tv | unet | score | score_hybrid;  ct: fbp")
+    r.add_argument("--model", type=Path, help="checkpoint (.safetensors + .json sidecar) of a learned method, "
+                                              "e.g. weights/score_mri_demo_brain.safetensors")
     r.add_argument("--output", "-o", type=Path, required=True, help="output .h5 ('reconstruction' (S, H, W))")
     r.add_argument("--preview", type=Path, help="also write a PNG preview of the middle slice")
     r.add_argument("--seed", type=int, default=0, help="seed of the mask / noise / sampler")
@@ -58,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     mri.add_argument("--central-slices", type=int, help="keep only this many central slices")
     mri.add_argument("--lam", type=float, default=0.01, help="TV weight")
     mri.add_argument("--iterations", type=int, default=300, help="TV iterations")
+    mri.add_argument("--steps", type=int, default=500, help="score: predictor-corrector steps N")
+    mri.add_argument("--samples", type=int, default=1, help="score: posterior samples (mean and std are written)")
+    mri.add_argument("--snr", type=float, default=0.16, help="score: Langevin signal-to-noise ratio")
     ct = r.add_argument_group("CT")
     ct.add_argument("--setting", default="sv8", help="sv<views> or la<degrees> (volume input)")
     ct.add_argument("--projector", default="linear", choices=["line", "strip", "linear"])
@@ -75,7 +81,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _method_params(args) -> dict:
     if args.modality == "mri":
-        return {"lam": args.lam, "iterations": args.iterations} if args.method == "tv" else {}
+        if args.method == "tv":
+            return {"lam": args.lam, "iterations": args.iterations}
+        if args.method in ("score", "score_hybrid"):
+            return {"n_steps": args.steps, "n_samples": args.samples, "snr": args.snr, "seed": args.seed}
+        return {}
     return {"n_threads": args.threads}
 
 
@@ -91,7 +101,10 @@ def _reconstruct(args) -> dict:
         if args.modality == "mri":
             setting = MRISetting(args.mask, args.acceleration, args.acs_fraction, args.coil_mode)
             pipeline.simulate_mri(manifest, setting, meas, target, seed=args.seed, central_slices=args.central_slices)
-            pipeline.reconstruct_mri(meas, args.method, recon, _method_params(args))
+            if args.method in pipeline.LEARNED_MRI_METHODS and args.model is None:
+                raise ValueError(f"--method {args.method} needs --model (a trained checkpoint)")
+            model = args.model.with_suffix("") if args.model else None
+            pipeline.reconstruct_mri(meas, args.method, recon, _method_params(args), model=model)
         elif args.sinogram:
             _sinogram_measurements(args.input, meas, args.projector)
             target = None
@@ -109,8 +122,13 @@ def _reconstruct(args) -> dict:
             df = pd.read_csv(Path(tmp) / "metrics.csv")
             summary["metrics"] = {f"{r.view}/{k}": round(float(getattr(r, k)), 4)
                                   for r in df.itertuples() for k in ("psnr", "ssim") if np.isfinite(getattr(r, k))}
+        with h5py.File(recon, "r") as fr:
+            case = next(iter(fr["cases"].values()))
+            std = case["std"][()] if "std" in case else None
         with pipeline.atomic_h5(args.output) as f:
             f.create_dataset("reconstruction", data=rec)
+            if std is not None:
+                f.create_dataset("std", data=std)
             f.attrs.update({"method": args.method, "modality": args.modality, "input": str(args.input),
                             "summary": json.dumps(summary)})
     if args.preview:
