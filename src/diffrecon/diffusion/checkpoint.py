@@ -77,11 +77,12 @@ def load_checkpoint(stem, expected_sha256: str | None = None) -> tuple[dict[str,
     weights = stem if stem.suffix == ".safetensors" else stem.with_suffix(".safetensors")
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: checkpoint not found")
-    if expected_sha256 and sha256(weights) != expected_sha256:
-        raise ValueError(f"{weights}: sha256 {sha256(weights)[:12]}… does not match the recorded {expected_sha256[:12]}…")
     sidecar = weights.with_suffix(".json")
     meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-    if meta.get("sha256") and sha256(weights) != meta["sha256"]:
+    digest = sha256(weights) if (expected_sha256 or meta.get("sha256")) else None   # hash the file once
+    if expected_sha256 and digest != expected_sha256:
+        raise ValueError(f"{weights}: sha256 {digest[:12]}… does not match the recorded {expected_sha256[:12]}…")
+    if meta.get("sha256") and digest != meta["sha256"]:
         raise ValueError(f"{weights}: weights do not match the sha256 in {sidecar.name} "
                          "(an interrupted write?); delete both files to restart")
     return load_file(str(weights)), meta
