@@ -44,6 +44,10 @@ def _message(err) -> str:
 
 
 def _fill_defaults(schema: dict, instance, root: dict):
+    if isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        for item in instance:
+            _fill_defaults(schema["items"], item, root)
+        return
     if not isinstance(instance, dict):
         return
     for key, sub in schema.get("properties", {}).items():
@@ -79,6 +83,14 @@ def validate_config(config: dict, schema_path=SCHEMA) -> dict:
                 raise ConfigError(f"config: {modality}.datasets[{i}]: '{name}' is not a dataset (defined: {', '.join(datasets)})")
             if datasets[name]["modality"] != modality:
                 raise ConfigError(f"config: {modality}.datasets[{i}]: '{name}' has modality {datasets[name]['modality']}, not {modality}")
+    if config.get("score_mri") and not config.get("retrain") and not config["score_mri"].get("weights"):
+        raise ConfigError("config: score_mri.weights: no shipped weights given; set them or retrain: true")
+    for i, entry in enumerate(config.get("mri", {}).get("robustness", [])):
+        if entry["of"] not in config["mri"]["datasets"]:
+            raise ConfigError(f"config: mri.robustness[{i}].of: '{entry['of']}' is not one of mri.datasets "
+                              f"({', '.join(config['mri']['datasets'])})")
+        if entry["name"] in datasets:
+            raise ConfigError(f"config: mri.robustness[{i}].name: '{entry['name']}' is already a dataset name")
     return config
 
 

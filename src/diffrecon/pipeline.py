@@ -97,8 +97,11 @@ def mri_ground_truth(coil_imgs: np.ndarray, coil_mode: str, multicoil_file: bool
 
 def simulate_mri(manifest: dict, setting: MRISetting, out_measurements, out_target, out_mask_json=None,
                  seed: int = 0, max_cases: int | None = None, central_slices: int | None = None,
-                 split: str = "test") -> dict:
-    """Retrospective undersampling of the test split: y = M ⊙ F x for every case.
+                 split: str = "test", name: str | None = None) -> dict:
+    """Retrospective undersampling of one split (default ``test``): y = M ⊙ F x for every case.
+
+    ``name`` is the dataset name recorded in the outputs (default: the manifest's); a
+    robustness set names the held-out split of another dataset this way.
 
     Each volume is normalised by the maximum of its target magnitude (as score-MRI trains and tests
     on [0, 1] magnitudes); the scale is stored per case. One seeded mask per setting.
@@ -109,6 +112,8 @@ def simulate_mri(manifest: dict, setting: MRISetting, out_measurements, out_targ
     from diffrecon.physics.fft import fft2c
     from diffrecon.physics.masks import make_mask
 
+    if not manifest["splits"].get(split):
+        raise ValueError(f"dataset {manifest['name']} has no '{split}' cases")
     files = manifest["splits"][split][:max_cases] if max_cases else manifest["splits"][split]
     mask = None
     with atomic_h5(out_measurements) as fm, atomic_h5(out_target) as ft:
@@ -129,9 +134,10 @@ def simulate_mri(manifest: dict, setting: MRISetting, out_measurements, out_targ
             ft.create_dataset(f"cases/{_case_name(path)}/target", data=target.astype(np.float32))
         meta = mask.to_dict()
         fm.create_dataset("mask", data=mask.array)
-        fm.attrs.update({"modality": "mri", "dataset": manifest["name"], "setting": setting.name,
-                         "coil_mode": setting.coil_mode, "mask": json.dumps(meta)})
-        ft.attrs.update({"modality": "mri", "dataset": manifest["name"], "setting": setting.name})
+        fm.attrs.update({"modality": "mri", "dataset": name or manifest["name"], "setting": setting.name,
+                         "coil_mode": setting.coil_mode, "mask": json.dumps(meta), "split": split})
+        ft.attrs.update({"modality": "mri", "dataset": name or manifest["name"], "setting": setting.name,
+                         "split": split})
     if out_mask_json:
         Path(out_mask_json).write_text(json.dumps(meta, indent=2))
     log.info("simulated %d cases, %s, effective R = %.2f", len(files), setting.name, mask.effective_acceleration)
@@ -333,8 +339,13 @@ def summarize_metrics(metrics_files, out_summary, out_cases):
     return summary
 
 
-def paper_tables(summary_csv, modality: str, view: str, out_csv, out_md, out_tex, methods=None, settings=None):
-    """Write one paper-shaped table (CSV, Markdown, LaTeX) from the per-cell summary."""
+def paper_tables(summary_csv, modality: str, view: str, out_csv, out_md, out_tex, methods=None, settings=None,
+                 datasets=None, title=None):
+    """Write one paper-shaped table (CSV, Markdown, LaTeX) from the per-cell summary.
+
+    ``datasets`` / ``settings`` (when given) keep only those column groups, in that order;
+    ``title`` replaces the caption's lead.
+    """
     import pandas as pd
 
     from diffrecon.metrics.ct import CT_CONVENTION
@@ -342,9 +353,13 @@ def paper_tables(summary_csv, modality: str, view: str, out_csv, out_md, out_tex
     from diffrecon.report.tables import write_table
 
     summary = pd.read_csv(summary_csv)
+    if datasets is not None:
+        summary = summary[summary["dataset"].isin(list(datasets))]
+    if settings is not None:
+        summary = summary[summary["setting"].isin(list(settings))]
     stem = Path(out_csv).with_suffix("")
     paths = write_table(summary, modality, view, stem, MRI_CONVENTION if modality == "mri" else CT_CONVENTION,
-                        method_order=methods, setting_order=settings)
+                        method_order=methods, setting_order=settings, dataset_order=datasets, title=title)
     for produced, wanted in zip((paths["csv"], paths["md"], paths["tex"]), (out_csv, out_md, out_tex)):
         if Path(produced) != Path(wanted):
             Path(produced).replace(wanted)

@@ -48,6 +48,7 @@ def test_lint_passes(tmp_path):
         (lambda c: c.update(bogus=1), "config: (top level): unknown key 'bogus'"),
         (lambda c: c["ct"].update(settings=["sv0"]), "config: ct.settings[0]: 'sv0'"),
         (lambda c: c["datasets"]["demo_thorax"].update(slices=9), "config: datasets.demo_thorax.slices: 9 is less than the minimum of 27"),
+        (lambda c: c["mri"]["robustness"][0].update(of="demo_thorax"), "config: mri.robustness[0].of: 'demo_thorax' is not one of mri.datasets"),
     ],
 )
 def test_bad_config_stops_with_one_line(tmp_path, edit, expected):
@@ -79,7 +80,27 @@ def test_tables_and_figures_exist(tiny_run):
     md = (tables / "mri_image.md").read_text()
     assert "zero_filled" in md and "tv" in md and "fastMRI" in md
     pngs = sorted((tiny_run / "results" / "figures").rglob("*.png"))
-    assert len(pngs) == 6
+    assert len(pngs) == 6 + 1          # 4 MRI + 2 CT settings, 1 out-of-distribution setting
+
+
+def test_robustness_cells_test_the_held_out_split(tiny_run):
+    """The out-of-distribution column reconstructs the `test_ood` cases with the same mask and
+    appears next to the in-distribution column in its own table, not in the main table."""
+    res = tiny_run / "results"
+    setting = "gaussian1d-R4-acs0.25-magnitude"
+    with h5py.File(res / "mri" / "demo_brain_ood" / setting / "measurements.h5") as f:
+        assert f.attrs["split"] == "test_ood" and f.attrs["dataset"] == "demo_brain_ood"
+        ood_cases, ood_mask = set(f["cases"]), f["mask"][()]
+    with h5py.File(res / "mri" / "demo_brain" / setting / "measurements.h5") as f:
+        cases, mask = set(f["cases"]), f["mask"][()]
+    assert ood_cases and not ood_cases & cases
+    assert all("test_ood" in c for c in ood_cases)
+    np.testing.assert_array_equal(ood_mask, mask)
+    table = pd.read_csv(res / "tables" / "mri_robustness.csv")
+    assert set(zip(table.dataset, table.setting)) == {("demo_brain", setting), ("demo_brain_ood", setting)}
+    md = (res / "tables" / "mri_robustness.md").read_text()
+    assert "demo_brain_ood" in md and "tv" in md
+    assert "demo_brain_ood" not in set(pd.read_csv(res / "tables" / "mri_image.csv").dataset)
 
 
 def test_table_numbers_come_from_cell_files(tiny_run):
@@ -97,9 +118,9 @@ def test_table_numbers_come_from_cell_files(tiny_run):
 def test_results_are_physically_sane(tiny_run):
     s = pd.read_csv(tiny_run / "results" / "tables" / "ct_summary.csv").set_index(["setting", "view"])
     assert s.loc[("sv8", "axial"), "psnr_mean"] > s.loc[("sv4", "axial"), "psnr_mean"] + 1.0
-    m = pd.read_csv(tiny_run / "results" / "tables" / "mri_summary.csv").set_index(["setting", "method"])
-    for setting in {i[0] for i in m.index}:
-        assert m.loc[(setting, "tv"), "psnr_mean"] > m.loc[(setting, "zero_filled"), "psnr_mean"]
+    m = pd.read_csv(tiny_run / "results" / "tables" / "mri_summary.csv").set_index(["dataset", "setting", "method"])
+    for dataset, setting in {i[:2] for i in m.index}:
+        assert m.loc[(dataset, setting, "tv"), "psnr_mean"] > m.loc[(dataset, setting, "zero_filled"), "psnr_mean"]
 
 
 def test_recon_files_follow_the_fastmri_prediction_layout(tiny_run):

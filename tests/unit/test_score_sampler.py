@@ -11,6 +11,7 @@ from diffrecon.physics.fft import fft2c, ifft2c
 from diffrecon.samplers.score_mri import (
     SamplerConfig,
     ScoreMRISampler,
+    acs_reference,
     data_consistency,
     magnitude,
     sense_correction,
@@ -70,7 +71,9 @@ def test_posterior_matches_the_gaussian_closed_form(algorithm, n_corrector):
             return -(x - m) / (tau ** 2 + sigma.view(-1, 1, 1, 1) ** 2)
 
     sde = VESDE(0.005, 20.0)
-    sampler = ScoreMRISampler(score, sde, SamplerConfig(n_steps=300, snr=0.16, n_corrector=n_corrector, progress=False, seed=3))
+    # the published algorithm (no reference): the prior is on x itself
+    sampler = ScoreMRISampler(score, sde, SamplerConfig(n_steps=300, snr=0.16, n_corrector=n_corrector, progress=False,
+                                                        seed=3, phase_reference="none"))
     samples = sampler.sample(y.expand(K, H, W).contiguous(), mask, algorithm)          # K independent draws
     post_mean = ifft2c(y + (1 - mask) * fft2c(prior_mean))
     post_var = tau ** 2 * (1 - mask.mean())
@@ -95,7 +98,8 @@ def test_data_consistency_is_an_idempotent_projection():
     assert torch.allclose((1 - mask) * fft2c(once), (1 - mask) * fft2c(x), atol=1e-12)
 
 
-def test_full_mask_returns_the_data():
+@pytest.mark.parametrize("reference", ["acs", "none"])
+def test_full_mask_returns_the_data(reference):
     g = torch.Generator().manual_seed(2)
     x_true = torch.randn(2, H, W, dtype=torch.complex128, generator=g)
     y = fft2c(x_true)
@@ -104,9 +108,60 @@ def test_full_mask_returns_the_data():
     def junk_score(x, sigma):        # a useless prior: DC alone must recover the data
         return torch.randn_like(x)
 
-    sampler = ScoreMRISampler(junk_score, VESDE(0.01, 5.0), SamplerConfig(n_steps=5, progress=False))
+    sampler = ScoreMRISampler(junk_score, VESDE(0.01, 5.0), SamplerConfig(n_steps=5, progress=False,
+                                                                         phase_reference=reference))
     out = sampler.sample(y, mask, "complex")
     assert torch.allclose(out, x_true, atol=1e-10)
+    out = sampler.sample(fft2c(x_true.unsqueeze(0)), mask, "ssos")      # Alg. 4 with 2 "coils"
+    assert torch.allclose(out[0], x_true, atol=1e-10)
+
+
+def test_acs_reference_makes_a_smooth_phase_image_real_positive_and_unit_peak():
+    n = 32
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, n, dtype=torch.float64),
+                            torch.linspace(-1, 1, n, dtype=torch.float64), indexing="ij")
+    obj = ((xx ** 2 / 0.7 + yy ** 2 / 0.5) < 1).double() * (0.6 + 0.4 * (yy > 0).double())
+    phase = 2.4 + 0.8 * xx - 0.5 * yy ** 2                           # far from 0, smooth
+    x = 0.37 * obj * torch.exp(1j * phase)
+    y = fft2c(x)
+    z = x / acs_reference(y, 8)
+    inside = obj > 0
+    residual = z.angle()[inside].abs()                                 # phase left after the reference
+    assert residual.mean() < 0.15 and residual.max() < 0.6             # 8 ACS lines: a coarse but smooth phase
+    assert z.real[inside].min() > 0
+    assert z.abs().max() == pytest.approx(1.0, rel=0.01)              # the zero-filled (here full) peak
+    assert (x.real[inside] < 0).any()                                  # the raw image was not like that
+
+
+@pytest.mark.parametrize("algorithm", ["complex", "ssos"])
+def test_reference_makes_the_sampler_equivariant_to_a_complex_scale(algorithm):
+    """With the ACS reference, data c·y give exactly c times the estimate from y (same noise):
+    the estimate no longer depends on the arbitrary global phase and scale of the data. The
+    published algorithm (no reference) is not equivariant with a prior of positive images."""
+    g = torch.Generator().manual_seed(6)
+    x_true = torch.rand(1, 2, H, W, dtype=torch.float64, generator=g).to(torch.complex128)
+    if algorithm == "complex":
+        x_true = x_true[:, 0]
+    mask = (torch.rand(H, W, generator=g) < 0.5).double()
+    mask[:, W // 2 - 2:W // 2 + 2] = 1
+    y = mask * fft2c(x_true)
+    c = 0.3 * np.exp(2.1j)
+
+    def score(x, sigma):                                               # a prior of images near 0.5
+        return -(x - 0.5) / (0.1 + sigma.view(-1, 1, 1, 1) ** 2)
+
+    for reference, equivariant in (("acs", True), ("none", False)):
+        sampler = ScoreMRISampler(score, VESDE(0.01, 5.0), SamplerConfig(n_steps=20, progress=False, acs_width=4,
+                                                                         phase_reference=reference))
+        a, b = sampler.sample(y, mask, algorithm, seed=1), sampler.sample(c * y, mask, algorithm, seed=1)
+        assert torch.allclose(b, c * a, atol=1e-8) == equivariant, reference
+
+
+def test_unknown_reference_is_rejected():
+    sampler = ScoreMRISampler(lambda x, s: x, VESDE(0.01, 1.0), SamplerConfig(n_steps=1, progress=False,
+                                                                             phase_reference="bogus"))
+    with pytest.raises(ValueError, match="phase_reference"):
+        sampler.sample(torch.zeros(1, H, W, dtype=torch.complex64), torch.ones(H, W), "complex")
 
 
 def test_batched_coils_equal_per_coil_runs():

@@ -66,18 +66,49 @@ def applies(modality, setting, method):
     return True
 
 
+def robustness_sets():
+    """Out-of-distribution test sets (`mri.robustness`) by name."""
+    return {r["name"]: r for r in (config.get("mri") or {}).get("robustness", [])} if "mri" in config else {}
+
+
+def robustness_settings(name):
+    """MRI settings of one robustness set (its `settings` globs matched against the matrix)."""
+    patterns = robustness_sets()[name]["settings"]
+    return [s for s in mri_settings() if any(fnmatch.fnmatch(s, p) for p in patterns)]
+
+
+def test_source(dataset):
+    """(dataset whose manifest holds the cases, split) of a table-column dataset."""
+    r = robustness_sets().get(dataset)
+    return (r["of"], r["split"]) if r else (dataset, "test")
+
+
 def cells(modality):
-    """Every (dataset, setting, method) table cell of one modality."""
+    """Every (dataset, setting, method) table cell of one modality, robustness sets included."""
     cfg = config.get(modality)
     if not cfg:
         return []
-    return [
+    out = [
         (d, s, m)
         for d in cfg["datasets"]
         for s in settings_of(modality)
         for m in cfg["methods"]
         if applies(modality, s, m)
     ]
+    if modality == "mri":
+        out += [
+            (name, s, m)
+            for name in robustness_sets()
+            for s in robustness_settings(name)
+            for m in cfg["methods"]
+            if applies(modality, s, m)
+        ]
+    return out
+
+
+def cell_settings(modality, dataset):
+    """The settings a dataset column has: the whole matrix, or a robustness set's selection."""
+    return robustness_settings(dataset) if dataset in robustness_sets() else settings_of(modality)
 
 
 def modalities():
@@ -102,10 +133,22 @@ def metrics_files(wildcards):
 LEARNED = {"score": "score_mri", "score_hybrid": "score_mri"}
 
 
+def score_params(setting, method):
+    """Sampler settings of a score cell: `mri.score`, then `mri.score_multicoil` in multi-coil
+    cells (the paper runs Alg. 4/5 with fewer steps), then `mri.score_hybrid` for Alg. 5."""
+    mri = config["mri"]
+    params = dict(mri.get("score", {}))
+    if MRISetting.parse(setting).coil_mode == "multicoil":
+        params.update(mri.get("score_multicoil", {}))
+    if method == "score_hybrid":
+        params.update(mri.get("score_hybrid", {}))
+    return params
+
+
 def method_params_mri(wildcards):
     """Parameters of one MRI method from the config (e.g. the `mri.tv` block)."""
-    if wildcards.method == "score_hybrid":
-        return {**config["mri"].get("score", {}), **config["mri"].get("score_hybrid", {})}
+    if wildcards.method in LEARNED:
+        return score_params(wildcards.setting, wildcards.method)
     if wildcards.method == "unet":  # the rest of `mri.unet` configures training
         return {k: v for k, v in config["mri"].get("unet", {}).items() if k == "device"}
     return dict(config["mri"].get(wildcards.method, {}))
@@ -125,7 +168,7 @@ def reconstruct_mri_inputs(wildcards):
 def unet_checkpoint(dataset, setting):
     """The supervised U-Net of a setting's mask family, trained on `mri.unet.dataset` (default: `dataset`)."""
     s = MRISetting.parse(setting)
-    trained_on = config["mri"].get("unet", {}).get("dataset") or dataset
+    trained_on = config["mri"].get("unet", {}).get("dataset") or test_source(dataset)[0]
     return f"{RESULTS}/models/unet/{trained_on}/{s.mask}-R{s.acceleration:g}-acs{s.acs_fraction:g}/model.safetensors"
 
 
@@ -139,6 +182,24 @@ def table_methods(wildcards):
 
 def table_settings(wildcards):
     return settings_of(wildcards.modality)
+
+
+def table_datasets(wildcards):
+    return list(config[wildcards.modality]["datasets"])
+
+
+def simulate_manifest(wildcards):
+    return f"{RESULTS}/data/mri/{test_source(wildcards.dataset)[0]}/manifest.json"
+
+
+def robustness_columns():
+    """Datasets and settings of the robustness table: each source dataset next to its held-out sets."""
+    datasets, settings = [], []
+    for name, r in robustness_sets().items():
+        datasets += [d for d in (r["of"], name) if d not in datasets]
+        settings += [s for s in robustness_settings(name) if s not in settings]
+    methods = [m for m in config["mri"]["methods"] if any(applies("mri", s, m) for s in settings)]
+    return {"datasets": datasets, "settings": settings, "methods": methods}
 
 
 def figure_inputs(wildcards):
@@ -170,10 +231,13 @@ def final_outputs():
             out += [f"{RESULTS}/tables/{modality}_{view}.{ext}" for ext in ("csv", "md", "tex")]
         for d in config[modality]["datasets"]:
             out += [f"{RESULTS}/figures/{modality}/{d}/{s}.png" for s in settings_of(modality)]
-    if "mri" in modalities() and config["mri"].get("score", {}).get("n_samples", 1) > 1:
+    if "mri" in modalities() and robustness_sets():
+        out += [f"{RESULTS}/tables/mri_robustness.{ext}" for ext in ("csv", "md", "tex")]
+        out += [f"{RESULTS}/figures/mri/{d}/{s}.png" for d in robustness_sets() for s in robustness_settings(d)]
+    if "mri" in modalities():
         out += [
             f"{RESULTS}/figures/mri/{d}/uncertainty/{s}_{m}.png"
             for d, s, m in cells("mri")
-            if m in LEARNED
+            if m in LEARNED and score_params(s, m).get("n_samples", 1) > 1
         ]
     return out

@@ -4,7 +4,7 @@
 rule simulate_mri:
     """Mask the test split's k-space for one setting (mask type, acceleration, ACS, coil mode)."""
     input:
-        manifest=f"{RESULTS}/data/mri/{{dataset}}/manifest.json",
+        manifest=simulate_manifest,
     output:
         measurements=f"{RESULTS}/mri/{{dataset}}/{{setting}}/measurements.h5",
         target=f"{RESULTS}/mri/{{dataset}}/{{setting}}/target.h5",
@@ -15,6 +15,7 @@ rule simulate_mri:
         seed=config["seed"],
         max_cases=config.get("mri", {}).get("max_cases"),
         central_slices=config.get("mri", {}).get("central_slices"),
+        split=lambda w: test_source(w.dataset)[1],
     conda:
         ENV
     script:

@@ -37,6 +37,32 @@ rule table:
     params:
         methods=table_methods,
         settings=table_settings,
+        datasets=table_datasets,
+    conda:
+        ENV
+    script:
+        "../scripts/table.py"
+
+
+rule robustness_table:
+    """Out-of-distribution check: each robustness set next to its in-distribution test set."""
+    input:
+        f"{RESULTS}/tables/mri_summary.csv",
+    output:
+        csv=f"{RESULTS}/tables/mri_robustness.csv",
+        md=report(
+            f"{RESULTS}/tables/mri_robustness.md",
+            caption="../report/robustness.rst",
+            category="Tables",
+        ),
+        tex=f"{RESULTS}/tables/mri_robustness.tex",
+    log:
+        "logs/table/mri_robustness.log",
+    params:
+        methods=lambda w: robustness_columns()["methods"],
+        settings=lambda w: robustness_columns()["settings"],
+        datasets=lambda w: robustness_columns()["datasets"],
+        title="MRI robustness: in-distribution test set next to held-out sets, same models and masks",
     conda:
         ENV
     script:

@@ -14,7 +14,8 @@ with log_to(snakemake.log[0]):
     out, p = snakemake.output, snakemake.params
     if snakemake.rule == "simulate_mri":
         pipeline.simulate_mri(manifest, MRISetting.parse(snakemake.wildcards.setting), out.measurements, out.target,
-                              out.mask, seed=p.seed, max_cases=p.max_cases, central_slices=p.central_slices)
+                              out.mask, seed=p.seed, max_cases=p.max_cases, central_slices=p.central_slices,
+                              split=p.split, name=snakemake.wildcards.dataset)
     else:
         pipeline.simulate_ct(manifest, CTSetting.parse(snakemake.wildcards.setting), out.measurements, out.target,
                              projector=p.projector, n_threads=snakemake.threads, max_cases=p.max_cases,

@@ -1,4 +1,4 @@
-"""Rule table: one paper-shaped table (CSV, Markdown, LaTeX) per modality and view."""
+"""Rules table / robustness_table: paper-shaped tables (CSV, Markdown, LaTeX) from the summary."""
 import sys
 from pathlib import Path
 
@@ -8,6 +8,8 @@ from diffrecon import pipeline  # noqa: E402
 from diffrecon.logs import log_to  # noqa: E402
 
 with log_to(snakemake.log[0]):
-    w, out = snakemake.wildcards, snakemake.output
-    pipeline.paper_tables(snakemake.input[0], w.modality, w.view, out.csv, out.md, out.tex,
-                          methods=snakemake.params.methods, settings=snakemake.params.settings)
+    out, p = snakemake.output, snakemake.params
+    modality, view = snakemake.wildcards.get("modality", "mri"), snakemake.wildcards.get("view", "image")
+    pipeline.paper_tables(snakemake.input[0], modality, view, out.csv, out.md, out.tex,
+                          methods=p.methods, settings=p.settings, datasets=p.datasets,
+                          title=p.get("title"))

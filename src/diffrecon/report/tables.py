@@ -333,8 +333,11 @@ def write_table(
     method_order: Sequence[str] | None = None,
     setting_order: Sequence[str] | None = None,
     dataset_order: Sequence[str] | None = None,
+    title: str | None = None,
 ) -> dict[str, Path]:
     """Write one paper table as ``{stem}.csv``, ``{stem}.md`` and ``{stem}.tex``.
+
+    ``title`` replaces the caption's lead ("MRI reconstruction", "CT reconstruction, axial view").
 
     * ``.csv``: the summary rows of this table (modality, view) in table order,
       numeric columns :data:`SUMMARY_COLUMNS`; machine-readable, no formatting.
@@ -369,7 +372,7 @@ def write_table(
     paths = {"csv": Path(f"{stem}.csv"), "md": Path(f"{stem}.md"), "tex": Path(f"{stem}.tex")}
     sel[list(SUMMARY_COLUMNS)].to_csv(paths["csv"], index=False)
 
-    lead = _caption_lead(modality, view)
+    lead = title or _caption_lead(modality, view)
     n_text = _n_phrase(counts)
     note = convention_note.strip()
     md_caption = (

@@ -6,7 +6,8 @@ Notation: y = M ⊙ F x are the measurements (per coil), F the centred orthonorm
 
 * predictor (reverse diffusion):  x ← x + (σ_i² − σ_{i+1}²) s_θ(x, σ_i) + sqrt(σ_i² − σ_{i+1}²) z
 * corrector (Langevin, signal-to-noise ratio r):  ε = 2 (r ‖z‖ / ‖s_θ(x, σ_i)‖)²,
-  x ← x + ε s_θ(x, σ_i) + sqrt(2ε) z   (norms per image)
+  x ← x + ε s_θ(x, σ_i) + sqrt(2ε) z   (norms per complex image: its real and imaginary
+  parts share one ε)
 * data consistency (projection, λ = 1 is a hard replacement of the measured samples):
   x ← F⁻¹[(1 − λM) ⊙ F x + λ y]
 
@@ -29,12 +30,25 @@ Algorithms (Chung & Ye):
   λ_start to λ_end over the actual number of steps. (The original multiplies the coil images
   by S a second time and uses a 2000-step λ horizon for any N; neither is copied.)
 
+Reference (``phase_reference="acs"``, the default for Alg. 3–5). The prior only knows real,
+non-negative images of unit peak, so a complex image whose phase sits far from 0 (a global
+offset, the spatial phase of a receive coil), or a coil image of peak 0.5, has real and imaginary
+parts the prior has never seen. The original code squashes the phase of the *data* to [0, 1] rad,
+which changes the measurements, and is not copied. Instead the sampler computes, per slice and
+coil, r = s · exp(iφ) with φ the phase of a Hann-windowed low-resolution image from the fully
+sampled ACS block of y and s the peak of the zero-filled image, and samples z = x / r, which is
+close to real, non-negative and of about unit peak. r is a fixed pixel-wise invertible map, so the
+projection onto {x : M F x = y} reads z ← [F⁻¹((1 − λM) ⊙ F(r ⊙ z) + λ y)] / r: the data, the
+constraint set and the estimate's image domain are unchanged. ``phase_reference="none"`` runs
+the algorithms exactly as published.
+
 The output is the magnitude of the last data-consistent iterate; K posterior samples (fresh
 noise per sample) give a pixel-wise mean and standard deviation.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -61,6 +75,9 @@ class SamplerConfig:
     n_samples: int = 1
     seed: int = 0
     progress: bool = True
+    phase_reference: str = "acs"          # "acs": sample x / r, r from the ACS and zero-filled data; "none"
+    acs_width: int = 8                    # side of the fully sampled centre used for the phase of r
+    precision: str = "float32"            # network arithmetic: float32 | bfloat16 (autocast) | auto
 
     @classmethod
     def from_dict(cls, d: dict) -> "SamplerConfig":
@@ -74,6 +91,30 @@ def data_consistency(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, lam: 
     """x ← F⁻¹[(1 − λM) F x + λ y] for complex images x (..., H, W) and measured k-space y (same shape)."""
     k = fft2c(x)
     return ifft2c(k - lam * mask * k + lam * y)
+
+
+def acs_reference(y: torch.Tensor, acs_width: int) -> torch.Tensor:
+    """Reference r = s · exp(i∠x_low) of each image in ``y`` (..., H, W): complex, same shape.
+
+    x_low = F⁻¹[w ⊙ y], w a separable Hann window over the centred ``acs_width`` × ``acs_width``
+    block (zero elsewhere), so only fully sampled k-space enters and the phase is smooth;
+    s = max |F⁻¹ y|, the peak of the zero-filled image (one positive number per slice and coil).
+    x / r is then close to real, non-negative and of about unit peak, like the prior's images.
+    """
+    h, w = y.shape[-2:]
+    a = int(max(3, min(acs_width, h, w)))
+    win1 = torch.hann_window(a + 2, periodic=False, dtype=y.real.dtype, device=y.device)[1:-1]
+    win = torch.zeros((h, w), dtype=y.real.dtype, device=y.device)
+    r0, c0 = h // 2 - a // 2, w // 2 - a // 2
+    win[r0:r0 + a, c0:c0 + a] = win1[:, None] * win1[None, :]
+    low = ifft2c(y * win)
+    mag = low.abs()
+    zf_peak = ifft2c(y).abs().amax(dim=(-2, -1), keepdim=True)
+    scale = torch.where(zf_peak > 0, zf_peak, torch.ones_like(zf_peak))
+    phase = torch.where(mag > 1e-6 * mag.amax(dim=(-2, -1), keepdim=True), low / mag.clamp_min(1e-30),
+                        torch.ones((), dtype=y.dtype, device=y.device))
+    return phase * scale
+
 
 
 def _to_batch(x: torch.Tensor, real_only: bool) -> torch.Tensor:
@@ -117,13 +158,17 @@ class ScoreMRISampler:
         z = torch.randn(xb.shape, generator=gen, dtype=xb.dtype, device=xb.device)
         return xb + g2 * self._score(xb, sigma) + math.sqrt(g2) * z
 
-    def _corrector(self, xb, sigma, gen):
+    def _corrector(self, xb, sigma, gen, group: int = 1):
+        """Langevin steps; the step size uses norms over ``group`` consecutive batch images (2: the
+        real and imaginary parts of one complex image share one step size — a part that is nearly
+        zero, like the imaginary part of a phase-referenced image, has a tiny score and would
+        otherwise get a huge step)."""
         for _ in range(self.cfg.n_corrector):
             s = self._score(xb, sigma)
             z = torch.randn(xb.shape, generator=gen, dtype=xb.dtype, device=xb.device)
-            s_norm = s.flatten(1).norm(dim=1).clamp_min(1e-12)
-            z_norm = z.flatten(1).norm(dim=1)
-            eps = (2 * (self.cfg.snr * z_norm / s_norm) ** 2).view(-1, 1, 1, 1)
+            s_norm = s.reshape(-1, group * s[0].numel()).norm(dim=1).clamp_min(1e-12)
+            z_norm = z.reshape(-1, group * z[0].numel()).norm(dim=1)
+            eps = (2 * (self.cfg.snr * z_norm / s_norm) ** 2).repeat_interleave(group).view(-1, 1, 1, 1)
             xb = xb + eps * s + torch.sqrt(2 * eps) * z
         return xb
 
@@ -144,30 +189,41 @@ class ScoreMRISampler:
         real_only = algorithm == "real"
         mask = mask.to(y.real.dtype)
         sig = self.sigmas()
-        noise = torch.randn((2,) + tuple(y.shape), generator=gen, dtype=y.real.dtype, device=y.device)
-        x = sig[0] * torch.complex(noise[0], torch.zeros_like(noise[1]) if real_only else noise[1])
-        if algorithm in ("real", "complex"):               # fill the measured samples in
-            x = ifft2c(y + (1 - mask) * fft2c(x))
+        if cfg.phase_reference not in ("acs", "none"):
+            raise ValueError(f"phase_reference '{cfg.phase_reference}' is not one of acs, none")
+        ref = acs_reference(y, cfg.acs_width) if not real_only and cfg.phase_reference == "acs" else None
 
-        def dc(v: torch.Tensor) -> torch.Tensor:
-            v = data_consistency(v, y, mask, cfg.dc_lambda)
+        def to_x(v: torch.Tensor) -> torch.Tensor:          # sampled variable → image
+            return v if ref is None else ref * v
+
+        def to_z(v: torch.Tensor) -> torch.Tensor:          # image → sampled variable
+            return v if ref is None else v * ref.conj() / ref.abs() ** 2
+
+        def dc(v: torch.Tensor, lam: float = cfg.dc_lambda) -> torch.Tensor:
+            """Projection onto {M F x = y}, applied to the image of the sampled variable."""
+            v = to_z(data_consistency(to_x(v), y, mask, lam))
             return torch.complex(v.real, torch.zeros_like(v.real)) if real_only else v
 
-        if real_only:
-            x = torch.complex(x.real, torch.zeros_like(x.real))
+        # x_0 = σ_0 (z_r + i z_i) in the sampled variable (z_i = 0 for Alg. 2); Alg. 2/3 then fill
+        # the measured samples in (a λ = 1 projection), Alg. 4/5 start from the noise alone.
+        noise = torch.randn((2,) + tuple(y.shape), generator=gen, dtype=y.real.dtype, device=y.device)
+        x = sig[0] * torch.complex(noise[0], torch.zeros_like(noise[1]) if real_only else noise[1])
+        if algorithm in ("real", "complex"):
+            x = dc(x, 1.0)
         steps = range(cfg.n_steps)
         for i in tqdm(steps, desc=f"score-{algorithm}", disable=not cfg.progress, leave=False):
             if algorithm in ("real", "complex"):            # Alg. 2/3: C, DC, P, DC
-                x = dc(_from_batch(self._corrector(_to_batch(x, real_only), sig[i], gen), x.shape, real_only))
+                x = dc(_from_batch(self._corrector(_to_batch(x, real_only), sig[i], gen, 1 if real_only else 2),
+                                   x.shape, real_only))
                 x = dc(_from_batch(self._predictor(_to_batch(x, real_only), sig[i], sig[i + 1], gen),
                                    x.shape, real_only))
             else:                                           # Alg. 4/5: P, DC, C, DC
                 x = dc(_from_batch(self._predictor(_to_batch(x, False), sig[i], sig[i + 1], gen), x.shape, False))
-                x = dc(_from_batch(self._corrector(_to_batch(x, False), sig[i], gen), x.shape, False))
+                x = dc(_from_batch(self._corrector(_to_batch(x, False), sig[i], gen, 2), x.shape, False))
                 if algorithm == "hybrid" and (i + 1) % cfg.hybrid_every == 0:
                     lam = cfg.hybrid_lambda[0] + (cfg.hybrid_lambda[1] - cfg.hybrid_lambda[0]) * i / max(cfg.n_steps - 1, 1)
-                    x = sense_correction(x, y, mask, maps, lam)
-        return x
+                    x = to_z(sense_correction(to_x(x), y, mask, maps, lam))
+        return to_x(x)
 
     def reconstruct(self, y: torch.Tensor, mask: torch.Tensor, algorithm: str, maps=None) -> dict:
         """K posterior samples → ``mean`` and ``std`` of the magnitude images (S, H, W), and ``samples``."""
@@ -204,15 +260,37 @@ ALGORITHM_OF = {
 }
 
 
-def network_score_fn(network, batch_limit: int = 256) -> ScoreFn:
-    """Evaluate ``network(x, sigma)`` without gradients, in chunks of at most ``batch_limit`` images."""
-    dtype = next(network.parameters()).dtype
+def bf16_native(device_type: str) -> bool:
+    """Whether bfloat16 arithmetic is native (fast) on this machine's ``device_type``."""
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
-    @torch.no_grad()
+
+def network_score_fn(network, batch_limit: int = 256, precision: str = "float32") -> ScoreFn:
+    """Evaluate ``network(x, sigma)`` without gradients, in chunks of at most ``batch_limit`` images.
+
+    ``precision="bfloat16"`` runs the network under bfloat16 autocast (CPUs with AMX/AVX-512
+    bf16 and recent GPUs run it several times faster; the output is cast back to ``x``'s dtype);
+    ``"auto"`` picks bfloat16 where the device supports it natively, float32 elsewhere.
+    """
+    if precision not in ("float32", "bfloat16", "auto"):
+        raise ValueError(f"precision '{precision}' is not one of float32, bfloat16, auto")
+    dtype = next(network.parameters()).dtype
+    device_type = next(network.parameters()).device.type
+    if precision == "auto":
+        precision = "bfloat16" if bf16_native(device_type) else "float32"
+    network = network.to(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
     def score(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        outs = [network(xc.to(dtype), sc.to(dtype)) for xc, sc in
-                zip(x.split(batch_limit), sigma.split(batch_limit))]
-        return torch.cat(outs).to(x.dtype)
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+            outs = [network(xc.to(dtype).contiguous(memory_format=torch.channels_last), sc.to(dtype))
+                    for xc, sc in zip(x.split(batch_limit), sigma.split(batch_limit))]
+        return torch.cat(outs).to(x.dtype).contiguous()
 
     return score
 
@@ -235,7 +313,8 @@ def reconstruct_volume(kspace, mask, coil_mode: str, method: str, network, sde, 
         from diffrecon.physics.sensitivity import espirit_maps
 
         maps = torch.from_numpy(np.stack([espirit_maps(k, calib_width=acs_width) for k in kspace])).to(device)
-    sampler = ScoreMRISampler(network_score_fn(network, batch_limit), sde, cfg)
+    cfg = dataclasses.replace(cfg, acs_width=int(acs_width))
+    sampler = ScoreMRISampler(network_score_fn(network, batch_limit, cfg.precision), sde, cfg)
     out = sampler.reconstruct(y, m, algorithm, maps)
     return {"mean": out["mean"].cpu().numpy(), "std": out["std"].cpu().numpy(), "nfe": sampler.nfe,
             "network_seconds": sampler.network_seconds}
