@@ -145,6 +145,12 @@ def score_params(setting, method):
     return params
 
 
+def mri_threads(wildcards):
+    """Learned methods run torch with several threads; the classical ones are single-threaded
+    (so that two of them share two cores). Snakemake caps this at --cores."""
+    return 4 if wildcards.method in (*LEARNED, "unet") else 1
+
+
 def method_params_mri(wildcards):
     """Parameters of one MRI method from the config (e.g. the `mri.tv` block)."""
     if wildcards.method in LEARNED:

@@ -30,7 +30,7 @@ rule reconstruct_mri:
         f"{RESULTS}/mri/{{dataset}}/{{setting}}/{{method}}/recon.h5",
     log:
         "logs/reconstruct_mri/{dataset}/{setting}/{method}.log",
-    threads: 2
+    threads: mri_threads
     params:
         method_params=method_params_mri,
     conda:

@@ -2,6 +2,11 @@
 
 * :func:`magnitude_slices` — score-MRI's training set: magnitude images only, each slice
   min-max normalised to [0, 1] (as the original's 320 x 320 training slices), (N, 1, H, W).
+* :func:`ct_slices` — the 2-D CT priors' set (DDS, DiffusionMBIR): axial slices (N, 1, H, W).
+* :func:`ct_patches` — DiffusionBlend's set: every 3-slice patch {j, j+k, j+2k} of every
+  training volume for each configured spacing k, (N, 3, H, W), with the spacing as label (N,).
+
+CT volumes are used in their stored [0, 1] scale (clipped).
 """
 
 from __future__ import annotations
@@ -33,3 +38,31 @@ def magnitude_slices(manifest: dict, split: str = "train") -> torch.Tensor:
 def tensor_hash(t: torch.Tensor) -> str:
     """Short content hash of a training tensor (recorded in checkpoint sidecars)."""
     return hashlib.sha256(t.numpy().tobytes()).hexdigest()[:16]
+
+
+def _ct_volumes(manifest: dict, split: str):
+    from diffrecon.data.ct_volumes import read_ct_volume
+
+    files = manifest["splits"].get(split) or []
+    if not files:
+        raise ValueError(f"dataset {manifest['name']}: split '{split}' has no volumes")
+    for path in files:
+        yield np.clip(read_ct_volume(path), 0.0, 1.0).astype(np.float32)
+
+
+def ct_slices(manifest: dict, split: str = "train") -> torch.Tensor:
+    """All axial slices of ``split``, (N, 1, H, W) float32 in [0, 1]."""
+    return torch.from_numpy(np.concatenate([v[:, None] for v in _ct_volumes(manifest, split)]))
+
+
+def ct_patches(manifest: dict, spacings=(1, 3), split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """3-slice patches of every spacing in ``spacings``: ((N, 3, H, W) in [0, 1], labels (N,) int64)."""
+    patches, labels = [], []
+    for vol in _ct_volumes(manifest, split):
+        for k in spacings:
+            for j in range(vol.shape[0] - 2 * k):
+                patches.append(vol[[j, j + k, j + 2 * k]])
+                labels.append(k)
+    if not patches:
+        raise ValueError(f"dataset {manifest['name']}: volumes too short for spacings {tuple(spacings)}")
+    return torch.from_numpy(np.stack(patches)), torch.tensor(labels, dtype=torch.int64)

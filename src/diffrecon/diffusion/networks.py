@@ -87,3 +87,26 @@ class ScoreNetwork(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+class NoiseNetwork(nn.Module):
+    """ε_θ(x_t, t, y) for VP diffusion; x: (B, C, H, W) in [−1, 1], t: (B,) integer steps,
+    y: (B,) integer class labels or None (DiffusionBlend: the slice spacing of a 3-slice patch,
+    through diffusers' learned class embedding added to the time embedding)."""
+
+    def __init__(self, cfg: UNetConfig):
+        super().__init__()
+        if cfg.time_embedding != "positional":
+            raise ValueError("a noise-prediction network uses the positional time embedding")
+        self.cfg = cfg
+        self.unet = build_unet(cfg)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        t = torch.as_tensor(t, device=x.device).reshape(-1)
+        if t.numel() == 1:
+            t = t.expand(x.shape[0])
+        if (labels is None) != (self.cfg.num_class_embeds is None):
+            raise ValueError("class labels are needed exactly when the network has class embeddings")
+        if labels is not None:
+            labels = torch.as_tensor(labels, device=x.device).reshape(-1).expand(x.shape[0])
+        return self.unet(x, t, class_labels=labels).sample

@@ -12,6 +12,8 @@ Loss functions take ``(model, x0, generator)`` and return the mean loss of the b
 
 * :func:`ve_dsm_loss` — continuous denoising score matching with sigma^2 weighting,
   t ~ U(eps, 1), x_t = x0 + sigma(t) z,  loss = 0.5 * sum_pixels (sigma s_theta(x_t, sigma) + z)^2.
+* :func:`diffrecon.diffusion.vp.vp_eps_loss` — ε-prediction MSE of the VP (DDPM) priors, with
+  optional class labels (DiffusionBlend's slice spacing).
 """
 
 from __future__ import annotations
@@ -91,8 +93,10 @@ def _load_optimizer(opt: torch.optim.Adam, tensors: dict) -> None:
 
 def train(model: nn.Module, data: torch.Tensor, loss_fn: Callable, cfg: TrainConfig, out_stem,
           meta: dict | None = None, device: str | torch.device = "cpu", resume: bool = True,
-          progress: bool = True) -> dict:
+          progress: bool = True, labels: torch.Tensor | None = None) -> dict:
     """Train ``model`` on ``data`` (N, C, H, W); checkpoints at ``out_stem`` (+ ``.safetensors``/``.json``).
+
+    With ``labels`` (N,), the loss is called as ``loss_fn(model, x0, gen, labels_of_the_batch)``.
 
     Returns the final sidecar metadata. If a checkpoint exists at ``out_stem`` and ``resume``,
     training continues from its step.
@@ -119,6 +123,10 @@ def train(model: nn.Module, data: torch.Tensor, loss_fn: Callable, cfg: TrainCon
         log.info("resumed from step %d", step)
     data = data.to(device)
     n = data.shape[0]
+    if labels is not None:
+        if labels.shape != (n,):
+            raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
+        labels = labels.to(device)
     bar = tqdm(total=cfg.steps, initial=step, desc="train", disable=not progress, dynamic_ncols=True)
     t_start = time.perf_counter()
     running = None
@@ -135,7 +143,7 @@ def train(model: nn.Module, data: torch.Tensor, loss_fn: Callable, cfg: TrainCon
         idx = torch.randint(0, n, (cfg.batch_size,), generator=gen)
         for group in opt.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
-        loss = loss_fn(model, data[idx], gen)
+        loss = loss_fn(model, data[idx], gen) if labels is None else loss_fn(model, data[idx], gen, labels[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
