@@ -6,6 +6,7 @@
     versus a Python loop over coils (one sampler run per coil, as the original code does).
 
     python bench/score_sampler.py [--steps 20] [--slices 2] [--coils 8] [--size 64]
+                                  [--precision float32|bfloat16|auto] [--device auto|cpu|cuda]
 """
 
 from __future__ import annotations
@@ -33,20 +34,27 @@ def main() -> None:
     ap.add_argument("--slices", type=int, default=2)
     ap.add_argument("--coils", type=int, default=8)
     ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "auto"])
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = ap.parse_args()
+    from diffrecon.diffusion.recipes import pick_device
+
+    device = pick_device(args.device)
     torch.manual_seed(0)
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())["score_mri"]
-    net = score_network(cfg, args.size).eval().requires_grad_(False)
+    net = score_network(cfg, args.size).eval().requires_grad_(False).to(device)
     sde = VESDE(cfg["sde"]["sigma_min"], cfg["sde"]["sigma_max"])
-    mask = torch.from_numpy(make_mask("gaussian1d", (args.size, args.size), 4, 0.08, seed=0).array)
-    x = torch.randn(args.slices, args.coils, args.size, args.size, dtype=torch.complex64)
+    mask = torch.from_numpy(make_mask("gaussian1d", (args.size, args.size), 4, 0.08, seed=0).array).to(device)
+    x = torch.randn(args.slices, args.coils, args.size, args.size, dtype=torch.complex64).to(device)
     y = mask * fft2c(x)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.2f}; "
+    print(f"torch {torch.__version__}, {device}, {args.precision}, threads {torch.get_num_threads()}, "
+          f"load {os.getloadavg()[0]:.2f}; "
           f"{args.slices} slices x {args.coils} coils, {args.size}^2, {args.steps} steps "
           f"(timings are unreliable while other processes use the CPUs)")
 
     def run(y_in, algorithm):
-        sampler = ScoreMRISampler(network_score_fn(net), sde, SamplerConfig(n_steps=args.steps, progress=False))
+        sampler = ScoreMRISampler(network_score_fn(net, precision=args.precision), sde,
+                                  SamplerConfig(n_steps=args.steps, progress=False))
         t0 = time.perf_counter()
         sampler.sample(y_in, mask, algorithm, seed=0)
         return time.perf_counter() - t0, sampler.network_seconds
