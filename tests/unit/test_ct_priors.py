@@ -20,12 +20,7 @@ def thorax(tmp_path_factory):
     return prepare_dataset("thorax", cfg, out, seed=0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_patches_hold_slices_at_their_spacing(thorax):

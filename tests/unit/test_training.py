@@ -40,13 +40,7 @@ NET = {"sample_size": 16, "channels": [8, 16], "attention": [False, True], "norm
 SDE = (0.01, 5.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: deterministic reductions and no fight with other CPU jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_net(init_seed: int = 0) -> ScoreNetwork:

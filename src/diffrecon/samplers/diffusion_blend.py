@@ -19,7 +19,6 @@ does) and always applies the data consistency (which that script discards).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -30,6 +29,7 @@ from tqdm import tqdm
 from diffrecon.diffusion.vp import VPSchedule, ddim_step, tweedie
 from diffrecon.samplers.admm_tv import ADMMTV
 from diffrecon.samplers.blend import blended_eps, choose_partition
+from diffrecon.samplers.pc import timed_call
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
@@ -68,12 +68,7 @@ class DiffusionBlendSampler:
 
     def _timed(self, x, t, labels):
         self.network_calls += 1
-        t0 = time.perf_counter()
-        out = self.eps_fn(x, t, labels)
-        if out.is_cuda:
-            torch.cuda.synchronize(out.device)
-        self.network_seconds += time.perf_counter() - t0
-        return out
+        return timed_call(self, self.eps_fn, x, t, labels)
 
     def volume_eps(self, x: torch.Tensor, t: int, step: int, rng: np.random.Generator) -> torch.Tensor:
         """ε̂ (S, H, W) of the volume x (S, H, W) at time t (reverse step index ``step``)."""

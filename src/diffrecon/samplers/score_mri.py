@@ -49,8 +49,6 @@ noise per sample) give a pixel-wise mean and standard deviation.
 from __future__ import annotations
 
 import dataclasses
-import math
-import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -58,6 +56,7 @@ import torch
 from tqdm import tqdm
 
 from diffrecon.physics.fft import fft2c, ifft2c
+from diffrecon.samplers.pc import langevin, reverse_diffusion, timed_call
 
 ALGORITHMS = ("real", "complex", "ssos", "hybrid")
 
@@ -146,31 +145,16 @@ class ScoreMRISampler:
     # ------------------------------------------------------------------ building blocks
     def _score(self, xb: torch.Tensor, sigma: float) -> torch.Tensor:
         self.nfe += 1
-        t0 = time.perf_counter()
-        out = self.score_fn(xb, torch.full((xb.shape[0],), sigma, dtype=xb.dtype, device=xb.device))
-        if out.is_cuda:
-            torch.cuda.synchronize(out.device)
-        self.network_seconds += time.perf_counter() - t0
-        return out
+        return timed_call(self, self.score_fn, xb, torch.full((xb.shape[0],), sigma, dtype=xb.dtype, device=xb.device))
 
     def _predictor(self, xb, sigma, sigma_next, gen):
-        g2 = sigma ** 2 - sigma_next ** 2
-        z = torch.randn(xb.shape, generator=gen, dtype=xb.dtype, device=xb.device)
-        return xb + g2 * self._score(xb, sigma) + math.sqrt(g2) * z
+        return reverse_diffusion(self._score, xb, sigma, sigma_next, gen)
 
     def _corrector(self, xb, sigma, gen, group: int = 1):
-        """Langevin steps; the step size uses norms over ``group`` consecutive batch images (2: the
-        real and imaginary parts of one complex image share one step size — a part that is nearly
-        zero, like the imaginary part of a phase-referenced image, has a tiny score and would
-        otherwise get a huge step)."""
-        for _ in range(self.cfg.n_corrector):
-            s = self._score(xb, sigma)
-            z = torch.randn(xb.shape, generator=gen, dtype=xb.dtype, device=xb.device)
-            s_norm = s.reshape(-1, group * s[0].numel()).norm(dim=1).clamp_min(1e-12)
-            z_norm = z.reshape(-1, group * z[0].numel()).norm(dim=1)
-            eps = (2 * (self.cfg.snr * z_norm / s_norm) ** 2).repeat_interleave(group).view(-1, 1, 1, 1)
-            xb = xb + eps * s + torch.sqrt(2 * eps) * z
-        return xb
+        """Langevin steps; ``group`` = 2 gives the real and imaginary parts of a complex image one
+        step size (a nearly zero part, like the imaginary part of a referenced image, has a tiny
+        score and would otherwise get a huge step)."""
+        return langevin(self._score, xb, sigma, self.cfg.snr, gen, self.cfg.n_corrector, group)
 
     def sigmas(self) -> list[float]:
         """σ_i = σ(t_i) for t_i = linspace(1, ε, N), followed by σ_N = 0."""

@@ -1,0 +1,48 @@
+"""Predictor and corrector steps of VE-SDE sampling (shared by score-MRI and DiffusionMBIR).
+
+``score(x, sigma)`` evaluates s_θ(x, σ) for a real batch x (B, C, H, W) at one noise level σ.
+
+* reverse diffusion (predictor), σ → σ':  x ← x + (σ² − σ'²) s_θ(x, σ) + sqrt(σ² − σ'²) z
+* Langevin (corrector), signal-to-noise ratio r:  ε = 2 (r ‖z‖ / ‖s_θ(x, σ)‖)²,
+  x ← x + ε s_θ(x, σ) + sqrt(2ε) z, with the norms over each group of ``group`` consecutive
+  batch images (2: the real and imaginary parts of one complex image share one step).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import torch
+
+Score = Callable[[torch.Tensor, float], torch.Tensor]
+
+
+def reverse_diffusion(score: Score, x: torch.Tensor, sigma: float, sigma_next: float,
+                      gen: torch.Generator) -> torch.Tensor:
+    g2 = sigma ** 2 - sigma_next ** 2
+    z = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
+    return x + g2 * score(x, sigma) + math.sqrt(g2) * z
+
+
+def langevin(score: Score, x: torch.Tensor, sigma: float, snr: float, gen: torch.Generator,
+             n_steps: int = 1, group: int = 1) -> torch.Tensor:
+    for _ in range(n_steps):
+        s = score(x, sigma)
+        z = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
+        s_norm = s.reshape(-1, group * s[0].numel()).norm(dim=1).clamp_min(1e-12)
+        z_norm = z.reshape(-1, group * z[0].numel()).norm(dim=1)
+        eps = (2 * (snr * z_norm / s_norm) ** 2).repeat_interleave(group).view(-1, *([1] * (x.dim() - 1)))
+        x = x + eps * s + torch.sqrt(2 * eps) * z
+    return x
+
+
+def timed_call(owner, fn: Callable, *args) -> torch.Tensor:
+    """``fn(*args)``, adding its wall time (CUDA synchronised) to ``owner.network_seconds``."""
+    t0 = time.perf_counter()
+    out = fn(*args)
+    if out.is_cuda:
+        torch.cuda.synchronize(out.device)
+    owner.network_seconds += time.perf_counter() - t0
+    return out
