@@ -46,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("input", type=Path, help="input file (.h5 or .npy)")
     r.add_argument("--modality", choices=["mri", "ct"], required=True)
     r.add_argument("--method", required=True,
-                   help="mri: zero_filled | tv | unet | score | score_hybrid;  ct: fbp")
+                   help="mri: zero_filled | tv | unet | score | score_hybrid;  "
+                        "ct: fbp | dds_2d | dds | diffusion_mbir | diffusion_blend | diffusion_blend_pp")
     r.add_argument("--model", type=Path, help="checkpoint (.safetensors + .json sidecar) of a learned method, "
                                               "e.g. weights/score_mri_demo_brain.safetensors")
     r.add_argument("--output", "-o", type=Path, required=True, help="output .h5 ('reconstruction' (S, H, W))")
@@ -69,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     ct.add_argument("--projector", default="linear", choices=["line", "strip", "linear"])
     ct.add_argument("--sinogram", action="store_true", help="input is a sinogram file, not a volume")
     ct.add_argument("--threads", type=int, default=None, help="CPU threads for ASTRA")
+    ct.add_argument("--ddim-steps", type=int, help="CT diffusion methods: reverse steps (default: the method's)")
 
     c = sub.add_parser("check-config", help="validate a pipeline config file")
     c.add_argument("config", type=Path)
@@ -86,7 +88,12 @@ def _method_params(args) -> dict:
         if args.method in ("score", "score_hybrid"):
             return {"n_steps": args.steps, "n_samples": args.samples, "snr": args.snr, "seed": args.seed}
         return {}
-    return {"n_threads": args.threads}
+    out = {"n_threads": args.threads}
+    if args.method != "fbp":
+        out["seed"] = args.seed
+        if args.ddim_steps:
+            out["n_steps"] = args.ddim_steps
+    return out
 
 
 def _reconstruct(args) -> dict:
@@ -105,14 +112,19 @@ def _reconstruct(args) -> dict:
                 raise ValueError(f"--method {args.method} needs --model (a trained checkpoint)")
             model = args.model.with_suffix("") if args.model else None
             pipeline.reconstruct_mri(meas, args.method, recon, _method_params(args), model=model)
-        elif args.sinogram:
-            _sinogram_measurements(args.input, meas, args.projector)
-            target = None
-            pipeline.reconstruct_ct(meas, args.method, recon, _method_params(args))
         else:
-            pipeline.simulate_ct(manifest, CTSetting.parse(args.setting), meas, target, projector=args.projector,
-                                 n_threads=args.threads, seed=args.seed)
-            pipeline.reconstruct_ct(meas, args.method, recon, _method_params(args))
+            from diffrecon.samplers.ct_methods import METHOD_PRIOR
+
+            if args.method in METHOD_PRIOR and args.model is None:
+                raise ValueError(f"--method {args.method} needs --model (a trained {METHOD_PRIOR[args.method]} prior)")
+            model = args.model.with_suffix("") if args.model else None
+            if args.sinogram:
+                _sinogram_measurements(args.input, meas, args.projector)
+                target = None
+            else:
+                pipeline.simulate_ct(manifest, CTSetting.parse(args.setting), meas, target, projector=args.projector,
+                                     n_threads=args.threads, seed=args.seed)
+            pipeline.reconstruct_ct(meas, args.method, recon, _method_params(args), model=model)
         rec = next(iter(pipeline.read_cases(recon, "reconstruction").values()))
         summary = {"input": str(args.input), "method": args.method, "shape": list(rec.shape)}
         if target is not None:

@@ -85,6 +85,19 @@ def validate_config(config: dict, schema_path=SCHEMA) -> dict:
                 raise ConfigError(f"config: {modality}.datasets[{i}]: '{name}' has modality {datasets[name]['modality']}, not {modality}")
     if config.get("score_mri") and not config.get("retrain") and not config["score_mri"].get("weights"):
         raise ConfigError("config: score_mri.weights: no shipped weights given; set them or retrain: true")
+    from diffrecon.samplers.ct_methods import METHOD_PRIOR
+
+    for i, method in enumerate((config.get("ct") or {}).get("methods", [])):
+        kind = METHOD_PRIOR.get(method)
+        if kind and kind not in (config.get("ct_priors") or {}):
+            raise ConfigError(f"config: ct.methods[{i}]: '{method}' needs the prior ct_priors.{kind}")
+    for kind, prior in (config.get("ct_priors") or {}).items():
+        if not config.get("retrain") and not prior.get("weights"):
+            raise ConfigError(f"config: ct_priors.{kind}.weights: no shipped weights given; set them or retrain: true")
+        if prior["dataset"] not in datasets or datasets[prior["dataset"]]["modality"] != "ct":
+            raise ConfigError(f"config: ct_priors.{kind}.dataset: '{prior['dataset']}' is not a CT dataset")
+        if kind == "score" and "sde" not in prior:
+            raise ConfigError("config: ct_priors.score.sde: the VE prior needs sigma_min and sigma_max")
     for i, entry in enumerate(config.get("mri", {}).get("robustness", [])):
         if entry["of"] not in config["mri"]["datasets"]:
             raise ConfigError(f"config: mri.robustness[{i}].of: '{entry['of']}' is not one of mri.datasets "

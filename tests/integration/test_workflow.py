@@ -189,3 +189,34 @@ def test_score_rules_retrain_end_to_end(tmp_path):
         assert rec.shape == std.shape == (2, 32, 32), (setting, method)
         assert np.isfinite(rec).all() and np.isfinite(std).all()
         assert (std >= 0).all() and (std > 0).any(), (setting, method)
+
+
+def test_ct_diffusion_rules_retrain_end_to_end(tmp_path):
+    """retrain=true: the CT prior rules train the patch and slice priors; the diffusion cells use them."""
+    import json
+
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg.pop("mri")
+    cfg["datasets"].pop("demo_brain")
+    cfg["ct"].update(settings=["sv8"], methods=["fbp", "dds_2d", "diffusion_blend_pp"],
+                     dds_2d={"n_steps": 3}, diffusion_blend_pp={"n_steps": 3})
+    cfg["retrain"] = True
+    tiny = {"model": {"channels": [8, 16], "attention": [False, True], "norm_num_groups": 4, "layers_per_block": 1},
+            "train": {"steps": 6, "batch_size": 2, "warmup": 2, "checkpoint_every": 3, "seed": 0}}
+    cfg["ct_priors"] = {"patch": {"dataset": "demo_thorax", "spacings": [1, 3], **tiny},
+                        "slice": {"dataset": "demo_thorax", **tiny}}
+    config = tmp_path / "ct.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    snakemake("results/tables/ct_axial.csv", "--configfile", str(config), "--cores", "2",
+              "--set-threads", "reconstruct_ct=1", "train_ct_prior=1", cwd=tmp_path)
+
+    results = tmp_path / "results"
+    for kind in ("patch", "slice"):
+        sidecar = json.loads((results / "models" / f"ct_{kind}" / "demo_thorax" / "model.json").read_text())
+        assert sidecar["step"] == 6 and sidecar["kind"] == kind
+    table = pd.read_csv(results / "tables" / "ct_axial.csv")
+    assert set(table.method) == {"fbp", "dds_2d", "diffusion_blend_pp"}
+    with h5py.File(results / "ct" / "demo_thorax" / "sv8" / "diffusion_blend_pp" / "recon.h5") as f:
+        (case,) = list(f["cases"])
+        assert f["cases"][case].attrs["nfe"] == 3
+        assert np.isfinite(f["cases"][case]["reconstruction"][()]).all()

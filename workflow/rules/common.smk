@@ -182,6 +182,17 @@ def method_params_ct(wildcards):
     return dict(config["ct"].get(wildcards.method, {}))
 
 
+def reconstruct_ct_inputs(wildcards):
+    """Measurements, plus the trained prior of a CT diffusion method."""
+    from diffrecon.samplers.ct_methods import METHOD_PRIOR
+
+    files = {"measurements": f"{RESULTS}/ct/{wildcards.dataset}/{wildcards.setting}/measurements.h5"}
+    kind = METHOD_PRIOR.get(wildcards.method)
+    if kind:
+        files["model"] = f"{RESULTS}/models/ct_{kind}/{config['ct_priors'][kind]['dataset']}/model.safetensors"
+    return files
+
+
 def table_methods(wildcards):
     return list(config[wildcards.modality]["methods"])
 
@@ -218,10 +229,20 @@ def figure_inputs(wildcards):
     return files
 
 
-def shipped_weights(method):
-    """Path of a method's shipped demo weights (relative paths are relative to the repository)."""
-    path = Path(config[method]["weights"])
+def repository_path(path):
+    """A config path; relative paths are relative to the repository (shipped weights)."""
+    path = Path(path)
     return str(path if path.is_absolute() else Path(workflow.basedir) / path)
+
+
+def shipped_weights(method):
+    """Path of a prior's shipped demo weights (`score_mri.weights`)."""
+    return repository_path(config[method]["weights"])
+
+
+def shipped_weights_ct(kind):
+    """Path of a CT prior's shipped demo weights (`ct_priors.<kind>.weights`)."""
+    return repository_path(config["ct_priors"][kind]["weights"])
 
 
 def table_views(modality):

@@ -25,7 +25,7 @@ rule simulate_ct:
 rule reconstruct_ct:
     """Reconstruct every test volume of one CT setting with one method."""
     input:
-        measurements=f"{RESULTS}/ct/{{dataset}}/{{setting}}/measurements.h5",
+        unpack(reconstruct_ct_inputs),
     output:
         f"{RESULTS}/ct/{{dataset}}/{{setting}}/{{method}}/recon.h5",
     log:

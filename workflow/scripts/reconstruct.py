@@ -18,4 +18,6 @@ with log_to(snakemake.log[0]):
                                  model=Path(model).with_suffix("") if model else None)
     else:
         params.setdefault("n_threads", snakemake.threads)
-        pipeline.reconstruct_ct(snakemake.input.measurements, snakemake.wildcards.method, snakemake.output[0], params)
+        model = snakemake.input.get("model")
+        pipeline.reconstruct_ct(snakemake.input.measurements, snakemake.wildcards.method, snakemake.output[0], params,
+                                model=Path(model).with_suffix("") if model else None)

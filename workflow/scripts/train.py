@@ -14,4 +14,8 @@ with log_to(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)
     cfg = snakemake.params.cfg
     stem = Path(snakemake.output.weights).with_suffix("")
-    recipes.train_score_mri(load_manifest(snakemake.input.manifest), cfg, stem, device=cfg.get("device", "auto"))
+    manifest = load_manifest(snakemake.input.manifest)
+    if snakemake.rule == "train_ct_prior":
+        recipes.train_ct_prior(manifest, cfg, stem, snakemake.wildcards.kind, device=cfg.get("device", "auto"))
+    else:
+        recipes.train_score_mri(manifest, cfg, stem, device=cfg.get("device", "auto"))

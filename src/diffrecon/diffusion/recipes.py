@@ -6,6 +6,7 @@ import logging
 
 import torch
 
+from diffrecon.devices import pick_device  # noqa: F401  (re-exported)
 from diffrecon.data.training_sets import ct_patches, ct_slices, magnitude_slices, tensor_hash
 from diffrecon.diffusion.networks import NoiseNetwork, ScoreNetwork, UNetConfig, count_parameters
 from diffrecon.diffusion.sde import VESDE
@@ -13,13 +14,6 @@ from diffrecon.diffusion.training import TrainConfig, train, ve_dsm_loss
 from diffrecon.diffusion.vp import VPSchedule, vp_eps_loss
 
 log = logging.getLogger("diffrecon.training")
-
-
-def pick_device(requested: str = "auto") -> torch.device:
-    """``auto`` → CUDA when available, else CPU."""
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
 
 
 def score_network(cfg: dict, size: int) -> ScoreNetwork:

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from diffrecon.devices import use_bf16
 from diffrecon.diffusion.checkpoint import (
     config_hash,
     git_commit,
@@ -52,6 +53,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     checkpoint_every: int = 250
     seed: int = 0
+    precision: str = "float32"     # float32 | bfloat16 (autocast of the forward pass) | auto
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -123,6 +125,7 @@ def train(model: nn.Module, data: torch.Tensor, loss_fn: Callable, cfg: TrainCon
         log.info("resumed from step %d", step)
     data = data.to(device)
     n = data.shape[0]
+    bf16 = use_bf16(cfg.precision, device.type)
     if labels is not None:
         if labels.shape != (n,):
             raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
@@ -143,7 +146,8 @@ def train(model: nn.Module, data: torch.Tensor, loss_fn: Callable, cfg: TrainCon
         idx = torch.randint(0, n, (cfg.batch_size,), generator=gen)
         for group in opt.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
-        loss = loss_fn(model, data[idx], gen) if labels is None else loss_fn(model, data[idx], gen, labels[idx])
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_fn(model, data[idx], gen) if labels is None else loss_fn(model, data[idx], gen, labels[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:

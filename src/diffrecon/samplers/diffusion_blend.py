@@ -105,16 +105,15 @@ class DiffusionBlendSampler:
 
 def network_eps_fn(network, precision: str = "float32") -> EpsFn:
     """Wrap a :class:`~diffrecon.diffusion.networks.NoiseNetwork` for the sampler (no gradients)."""
-    from diffrecon.samplers.score_mri import bf16_native
+    from diffrecon.devices import use_bf16
 
     dtype = next(network.parameters()).dtype
     device_type = next(network.parameters()).device.type
-    if precision == "auto":
-        precision = "bfloat16" if bf16_native(device_type) else "float32"
+    bf16 = use_bf16(precision, device_type)
 
     @torch.inference_mode()
     def eps(x, t, labels):
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
             out = network(x.to(dtype), t, labels)
         return out.to(x.dtype)
 

@@ -55,6 +55,7 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
+from diffrecon.devices import use_bf16
 from diffrecon.physics.fft import fft2c, ifft2c
 from diffrecon.samplers.pc import langevin, reverse_diffusion, timed_call
 
@@ -244,16 +245,6 @@ ALGORITHM_OF = {
 }
 
 
-def bf16_native(device_type: str) -> bool:
-    """Whether bfloat16 arithmetic is native (fast) on this machine's ``device_type``."""
-    if device_type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def network_score_fn(network, batch_limit: int = 256, precision: str = "float32") -> ScoreFn:
     """Evaluate ``network(x, sigma)`` without gradients, in chunks of at most ``batch_limit`` images.
 
@@ -261,17 +252,14 @@ def network_score_fn(network, batch_limit: int = 256, precision: str = "float32"
     bf16 and recent GPUs run it several times faster; the output is cast back to ``x``'s dtype);
     ``"auto"`` picks bfloat16 where the device supports it natively, float32 elsewhere.
     """
-    if precision not in ("float32", "bfloat16", "auto"):
-        raise ValueError(f"precision '{precision}' is not one of float32, bfloat16, auto")
     dtype = next(network.parameters()).dtype
     device_type = next(network.parameters()).device.type
-    if precision == "auto":
-        precision = "bfloat16" if bf16_native(device_type) else "float32"
+    bf16 = use_bf16(precision, device_type)
     network = network.to(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def score(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
             outs = [network(xc.to(dtype).contiguous(memory_format=torch.channels_last), sc.to(dtype))
                     for xc, sc in zip(x.split(batch_limit), sigma.split(batch_limit))]
         return torch.cat(outs).to(x.dtype).contiguous()
