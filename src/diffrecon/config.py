@@ -88,6 +88,8 @@ def validate_config(config: dict, schema_path=SCHEMA) -> dict:
     from diffrecon.samplers.ct_methods import METHOD_PRIOR
 
     for i, method in enumerate((config.get("ct") or {}).get("methods", [])):
+        if method == "fbp_unet" and not {"model", "train"} <= set(config["ct"].get("fbp_unet", {})):
+            raise ConfigError(f"config: ct.methods[{i}]: 'fbp_unet' needs ct.fbp_unet.model and ct.fbp_unet.train")
         kind = METHOD_PRIOR.get(method)
         if kind and kind not in (config.get("ct_priors") or {}):
             raise ConfigError(f"config: ct.methods[{i}]: '{method}' needs the prior ct_priors.{kind}")

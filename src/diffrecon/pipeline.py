@@ -290,8 +290,9 @@ def reconstruct_ct(measurements, method: str, out_path, params: dict | None = No
     from diffrecon.baselines import CT_METHODS
     from diffrecon.samplers.ct_methods import METHOD_PRIOR, ct_diffusion_runner
 
-    if method not in CT_METHODS and method not in METHOD_PRIOR:
-        raise ValueError(f"CT method '{method}' is not one of {', '.join((*CT_METHODS, *METHOD_PRIOR))}")
+    known = (*CT_METHODS, "fbp_unet", *METHOD_PRIOR)
+    if method not in known:
+        raise ValueError(f"CT method '{method}' is not one of {', '.join(known)}")
     geom = ct_geometry_from(measurements)
     setting = read_attrs(measurements)["setting"]
     params = dict(params or {})
@@ -299,6 +300,8 @@ def reconstruct_ct(measurements, method: str, out_path, params: dict | None = No
     if method in METHOD_PRIOR:
         run = ct_diffusion_runner(method, model, geom, {k: v for k, v in params.items() if k != "n_threads"},
                                   limited_angle=_is_limited_angle(setting, geom), n_threads=params.get("n_threads"))
+    elif method == "fbp_unet":
+        run = _fbp_unet_runner(model, setting, geom, params)
     seconds = {}
     try:
         with atomic_h5(out_path) as fo:
@@ -308,15 +311,31 @@ def reconstruct_ct(measurements, method: str, out_path, params: dict | None = No
                 seconds[case] = time.perf_counter() - t0
                 fo.create_dataset(f"cases/{case}/reconstruction", data=rec.astype(np.float32))
                 fo[f"cases/{case}"].attrs["seconds"] = seconds[case]
-                if run is not None:
+                if getattr(run, "last", None) is not None:
                     fo[f"cases/{case}"].attrs.update({"nfe": run.last.nfe,
                                                       "network_seconds": run.last.network_seconds})
             fo.attrs.update({"modality": "ct", "method": method, "setting": setting,
                              "params": json.dumps(params, default=str), "model": str(model or "")})
     finally:
-        if run is not None:
+        if hasattr(run, "close"):
             run.close()
     return seconds
+
+
+def _fbp_unet_runner(model, setting: str, geom, params: dict):
+    """sinogram → f(FBP(y)) with the FBP-U-Net trained for ``setting`` loaded once."""
+    from diffrecon.baselines.fbp_unet import fbp_unet_reconstruct
+    from diffrecon.baselines.unet import load_unet
+    from diffrecon.devices import pick_device
+
+    if model is None:
+        raise ValueError("method 'fbp_unet' needs a trained FBP-U-Net (checkpoint path)")
+    network, meta = load_unet(model, device=pick_device(params.get("device", "auto")))
+    if meta.get("kind") != "fbp_unet":
+        raise ValueError(f"{model}: not an FBP-U-Net checkpoint")
+    if setting != "user" and meta.get("setting") != setting:
+        raise ValueError(f"{model}: trained for setting {meta.get('setting')}, not {setting}")
+    return lambda sino: fbp_unet_reconstruct(sino, geom, network, n_threads=params.get("n_threads"))
 
 
 # ---------------------------------------------------------------------------------- evaluation

@@ -198,8 +198,11 @@ def test_ct_diffusion_rules_retrain_end_to_end(tmp_path):
     cfg = yaml.safe_load(TINY.read_text())
     cfg.pop("mri")
     cfg["datasets"].pop("demo_brain")
-    cfg["ct"].update(settings=["sv8"], methods=["fbp", "dds_2d", "diffusion_blend_pp"],
-                     dds_2d={"n_steps": 3}, diffusion_blend_pp={"n_steps": 3})
+    cfg["ct"].update(settings=["sv8"], methods=["fbp", "fbp_unet", "dds_2d", "diffusion_blend_pp"],
+                     dds_2d={"n_steps": 3}, diffusion_blend_pp={"n_steps": 3},
+                     fbp_unet={"model": {"channels": [8, 16], "attention": [False, False], "norm_num_groups": 4},
+                               "train": {"steps": 30, "batch_size": 8, "lr": 1e-3, "warmup": 2,
+                                         "checkpoint_every": 30}})
     cfg["retrain"] = True
     tiny = {"model": {"channels": [8, 16], "attention": [False, True], "norm_num_groups": 4, "layers_per_block": 1},
             "train": {"steps": 6, "batch_size": 2, "warmup": 2, "checkpoint_every": 3, "seed": 0}}
@@ -208,14 +211,16 @@ def test_ct_diffusion_rules_retrain_end_to_end(tmp_path):
     config = tmp_path / "ct.yaml"
     config.write_text(yaml.safe_dump(cfg))
     snakemake("results/tables/ct_axial.csv", "--configfile", str(config), "--cores", "2",
-              "--set-threads", "reconstruct_ct=1", "train_ct_prior=1", cwd=tmp_path)
+              "--set-threads", "reconstruct_ct=1", "train_ct_prior=1", "train_fbp_unet=1", cwd=tmp_path)
 
     results = tmp_path / "results"
     for kind in ("patch", "slice"):
         sidecar = json.loads((results / "models" / f"ct_{kind}" / "demo_thorax" / "model.json").read_text())
         assert sidecar["step"] == 6 and sidecar["kind"] == kind
-    table = pd.read_csv(results / "tables" / "ct_axial.csv")
-    assert set(table.method) == {"fbp", "dds_2d", "diffusion_blend_pp"}
+    table = pd.read_csv(results / "tables" / "ct_axial.csv").set_index("method")
+    assert set(table.index) == {"fbp", "fbp_unet", "dds_2d", "diffusion_blend_pp"}
+    assert table.loc["fbp_unet", "psnr_mean"] > table.loc["fbp", "psnr_mean"]     # 30 supervised steps already help
+    assert (results / "models" / "fbp_unet" / "demo_thorax" / "sv8" / "model.safetensors").is_file()
     with h5py.File(results / "ct" / "demo_thorax" / "sv8" / "diffusion_blend_pp" / "recon.h5") as f:
         (case,) = list(f["cases"])
         assert f["cases"][case].attrs["nfe"] == 3

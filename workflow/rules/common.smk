@@ -179,6 +179,8 @@ def unet_checkpoint(dataset, setting):
 
 
 def method_params_ct(wildcards):
+    if wildcards.method == "fbp_unet":  # the rest of `ct.fbp_unet` configures training
+        return {k: v for k, v in config["ct"].get("fbp_unet", {}).items() if k == "device"}
     return dict(config["ct"].get(wildcards.method, {}))
 
 
@@ -190,6 +192,9 @@ def reconstruct_ct_inputs(wildcards):
     kind = METHOD_PRIOR.get(wildcards.method)
     if kind:
         files["model"] = f"{RESULTS}/models/ct_{kind}/{config['ct_priors'][kind]['dataset']}/model.safetensors"
+    elif wildcards.method == "fbp_unet":
+        trained_on = config["ct"].get("fbp_unet", {}).get("dataset") or wildcards.dataset
+        files["model"] = f"{RESULTS}/models/fbp_unet/{trained_on}/{wildcards.setting}/model.safetensors"
     return files
 
 

@@ -1,5 +1,6 @@
-# Supervised U-Net baseline: one image-domain U-Net per mask family (kind x R x ACS fraction),
-# trained on the magnitude slices of a dataset's train split. Always trained (no shipped weights).
+# Supervised U-Net baselines, always trained (no shipped weights): MRI, one image-domain U-Net
+# per mask family (kind x R x ACS fraction) on the magnitude slices of a train split; CT, one
+# FBP-U-Net per setting on the axial slices of a train split.
 
 
 rule train_unet:
@@ -21,6 +22,26 @@ rule train_unet:
     params:
         cfg=config.get("mri", {}).get("unet"),
         seed=config["seed"],
+    conda:
+        ENV
+    script:
+        "../scripts/train_unet.py"
+
+
+rule train_fbp_unet:
+    """Train the FBP-U-Net (FBP of the setting -> target) of one CT setting."""
+    input:
+        manifest=f"{RESULTS}/data/ct/{{dataset}}/manifest.json",
+    output:
+        weights=f"{RESULTS}/models/fbp_unet/{{dataset}}/{{setting}}/model.safetensors",
+        sidecar=f"{RESULTS}/models/fbp_unet/{{dataset}}/{{setting}}/model.json",
+    log:
+        "logs/train_fbp_unet/{dataset}/{setting}.log",
+    threads: 2
+    resources:
+        gpu=1,
+    params:
+        cfg=lambda w: {"projector": config["ct"].get("projector", "linear"), **config["ct"].get("fbp_unet", {})},
     conda:
         ENV
     script:

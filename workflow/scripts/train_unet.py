@@ -1,4 +1,4 @@
-"""Rule train_unet: the supervised U-Net baseline of one mask family (CUDA when present)."""
+"""Rules train_unet / train_fbp_unet: the supervised U-Net baselines (CUDA when present)."""
 import sys
 from pathlib import Path
 
@@ -13,7 +13,14 @@ from diffrecon.logs import log_to  # noqa: E402
 with log_to(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)
     cfg, w = snakemake.params.cfg, snakemake.wildcards
+    stem = Path(snakemake.output.weights).with_suffix("")
+    if snakemake.rule == "train_fbp_unet":
+        from diffrecon.baselines.fbp_unet import train_fbp_unet
+        from diffrecon.settings import CTSetting
+
+        train_fbp_unet(load_manifest(snakemake.input.manifest), CTSetting.parse(w.setting), cfg, stem,
+                       device=cfg.get("device", "auto"), n_threads=snakemake.threads)
+        sys.exit(0)
     # the seed of simulate_mri's masks, so the network is trained for the mask it is tested on
     spec = MaskSpec(w.mask, float(w.acc), float(w.acs), snakemake.params.seed)
-    stem = Path(snakemake.output.weights).with_suffix("")
     train_unet(load_manifest(snakemake.input.manifest), spec, cfg, stem, device=cfg.get("device", "auto"))
