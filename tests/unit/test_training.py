@@ -460,3 +460,15 @@ def test_install_weights_empty_checksum_file_names_it(tmp_path):
         install_weights(weights, tmp_path / "results" / "model")
     assert "score.sha256" in str(info.value)
     assert _left_at(tmp_path / "results") == []
+
+
+def test_publish_checkpoint_copies_a_verified_pair(tmp_path):
+    """The training rules train into a side checkpoint and publish a copy as the rule output."""
+    from diffrecon.diffusion.checkpoint import publish_checkpoint
+
+    save_checkpoint(tmp_path / "checkpoint", {"w": torch.arange(4.0)}, {"step": 7})
+    out = publish_checkpoint(tmp_path / "checkpoint", tmp_path / "model" / "model")
+    tensors, meta = load_checkpoint(out.with_suffix(""))
+    assert torch.equal(tensors["w"], torch.arange(4.0)) and meta["step"] == 7
+    assert (tmp_path / "checkpoint.safetensors").is_file()          # the resumable one stays
+    assert not list((tmp_path / "model").glob("*.part"))

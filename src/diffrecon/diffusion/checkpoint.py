@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -86,6 +87,22 @@ def load_checkpoint(stem, expected_sha256: str | None = None) -> tuple[dict[str,
         raise ValueError(f"{weights}: weights do not match the sha256 in {sidecar.name} "
                          "(an interrupted write?); delete both files to restart")
     return load_file(str(weights)), meta
+
+
+def publish_checkpoint(src_stem, dst_stem) -> Path:
+    """Copy a finished checkpoint (``.safetensors`` + ``.json``) to ``dst_stem`` atomically.
+
+    Training rules write their resumable checkpoints next to, not at, the declared output: a
+    workflow manager deletes the outputs of an interrupted job before running it again, which
+    would throw the checkpoint (and the resume) away.
+    """
+    src, dst = Path(src_stem), Path(dst_stem)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in (".safetensors", ".json"):
+        tmp = Path(f"{dst.with_suffix(suffix)}.part")
+        shutil.copyfile(src.with_suffix(suffix), tmp)
+        os.replace(tmp, dst.with_suffix(suffix))
+    return dst.with_suffix(".safetensors")
 
 
 def prefixed(prefix: str, state: dict) -> dict:
