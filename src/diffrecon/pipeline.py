@@ -186,6 +186,8 @@ def reconstruct_mri(measurements, method: str, out_path, params: dict | None = N
             for key, value in extra.items():
                 g.create_dataset(key, data=value.astype(np.float32))
             g.attrs["seconds"] = seconds[case]
+            if run is not None and "nfe" in out:          # network evaluations, all posterior samples
+                g.attrs.update({"nfe": out["nfe"], "network_seconds": out["network_seconds"]})
         fo.attrs.update({"modality": "mri", "method": method, "setting": setting.name,
                          "params": json.dumps(params, default=str), "model": str(model or "")})
     return seconds
@@ -352,6 +354,7 @@ def evaluate(target_path, recon_path, out_csv, dataset: str, setting: str, metho
     recons = read_cases(recon_path, "reconstruction")
     with h5py.File(recon_path, "r") as f:
         seconds = {c: float(f["cases"][c].attrs.get("seconds", np.nan)) for c in f["cases"]}
+        nfe = {c: float(f["cases"][c].attrs.get("nfe", np.nan)) for c in f["cases"]}
     if set(targets) != set(recons):
         raise ValueError(f"{recon_path}: cases {sorted(recons)} differ from targets {sorted(targets)}")
     rows = []
@@ -363,6 +366,7 @@ def evaluate(target_path, recon_path, out_csv, dataset: str, setting: str, metho
         rows += case_rows(modality, dataset, setting, method, case, by_view)
         for row in rows[-len(by_view):]:
             row["seconds"] = seconds[case]
+            row["nfe"] = nfe[case]
     df = pd.DataFrame(rows)
     df["convention"] = MRI_CONVENTION if modality == "mri" else CT_CONVENTION
     Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
@@ -382,6 +386,17 @@ def summarize_metrics(metrics_files, out_summary, out_cases):
     summary = summarize(cases)
     summary.to_csv(out_summary, index=False)
     return summary
+
+
+def runtime_tables(cases_csv, modality: str, out_csv, out_md, methods=None):
+    """Wall time per test volume and NFE of every method and setting (from the per-case rows)."""
+    import pandas as pd
+
+    from diffrecon.report.tables import runtime_table, write_runtime_table
+
+    table = runtime_table(pd.read_csv(cases_csv), method_order=methods)
+    write_runtime_table(table, out_csv, out_md, modality)
+    return table
 
 
 def paper_tables(summary_csv, modality: str, view: str, out_csv, out_md, out_tex, methods=None, settings=None,

@@ -221,6 +221,11 @@ def test_ct_diffusion_rules_retrain_end_to_end(tmp_path):
     assert set(table.index) == {"fbp", "fbp_unet", "dds_2d", "diffusion_blend_pp"}
     assert table.loc["fbp_unet", "psnr_mean"] > table.loc["fbp", "psnr_mean"]     # 30 supervised steps already help
     assert (results / "models" / "fbp_unet" / "demo_thorax" / "sv8" / "model.safetensors").is_file()
+    snakemake("results/tables/ct_runtime.csv", "--configfile", str(config), "--cores", "1", cwd=tmp_path)
+    runtime = pd.read_csv(results / "tables" / "ct_runtime.csv", index_col="method")
+    assert runtime.loc["diffusion_blend_pp", "demo_thorax/sv8/NFE"] == 3
+    assert np.isnan(runtime.loc["fbp", "demo_thorax/sv8/NFE"])
+    assert (runtime["demo_thorax/sv8/seconds"] > 0).all()
     with h5py.File(results / "ct" / "demo_thorax" / "sv8" / "diffusion_blend_pp" / "recon.h5") as f:
         (case,) = list(f["cases"])
         assert f["cases"][case].attrs["nfe"] == 3

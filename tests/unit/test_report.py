@@ -241,3 +241,23 @@ def test_uncertainty_figure_writes_a_four_panel_png(tmp_path):
     with pytest.raises(ValueError, match="equal 2-D"):
         uncertainty_figure(target, mean[:5], std, tmp_path / "bad.png")
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_runtime_table_counts_each_case_once(tmp_path):
+    import pandas as pd
+
+    from diffrecon.report.tables import runtime_table, write_runtime_table
+
+    rows = []
+    for method, secs, nfe in (("fbp", (1.0, 3.0), float("nan")), ("dds", (10.0, 20.0), 50.0)):
+        for case, s in zip(("a", "b"), secs):
+            for view in ("axial", "coronal", "sagittal"):       # repeated per view: must count once
+                rows.append({"dataset": "d", "setting": "sv8", "method": method, "case": case, "view": view,
+                             "seconds": s, "nfe": nfe})
+    table = runtime_table(pd.DataFrame(rows), method_order=["dds", "fbp"])
+    assert list(table.index) == ["dds", "fbp"]
+    assert table.loc["dds", ("d", "sv8", "seconds")] == 15.0 and table.loc["fbp", ("d", "sv8", "seconds")] == 2.0
+    assert table.loc["dds", ("d", "sv8", "NFE")] == 50.0 and pd.isna(table.loc["fbp", ("d", "sv8", "NFE")])
+    write_runtime_table(table, tmp_path / "r.csv", tmp_path / "r.md", "ct")
+    md = (tmp_path / "r.md").read_text()
+    assert "| dds | 15.00 | 50 |" in md and "| fbp | 2.00 | – |" in md

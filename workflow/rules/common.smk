@@ -259,6 +259,7 @@ def final_outputs():
     out = []
     for modality in modalities():
         out.append(f"{RESULTS}/tables/{modality}_summary.csv")
+        out += [f"{RESULTS}/tables/{modality}_runtime.{ext}" for ext in ("csv", "md")]
         for view in table_views(modality):
             out += [f"{RESULTS}/tables/{modality}_{view}.{ext}" for ext in ("csv", "md", "tex")]
         for d in config[modality]["datasets"]:

@@ -108,3 +108,24 @@ rule uncertainty_figure:
         ENV
     script:
         "../scripts/uncertainty_figure.py"
+
+
+rule runtime_table:
+    """Wall time per test volume and NFE of every method and setting."""
+    input:
+        f"{RESULTS}/tables/{{modality}}_cases.csv",
+    output:
+        csv=f"{RESULTS}/tables/{{modality}}_runtime.csv",
+        md=report(
+            f"{RESULTS}/tables/{{modality}}_runtime.md",
+            caption="../report/runtime.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/runtime_table/{modality}.log",
+    params:
+        methods=table_methods,
+    conda:
+        ENV
+    script:
+        "../scripts/runtime_table.py"

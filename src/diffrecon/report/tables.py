@@ -386,3 +386,42 @@ def write_table(
     _write_markdown(paths["md"], text, best, md_caption)
     _write_latex(paths["tex"], text, best, tex_caption, _tex_label(stem))
     return paths
+
+
+def runtime_table(cases: pd.DataFrame, method_order: Sequence[str] | None = None) -> pd.DataFrame:
+    """Rows = methods, columns = (dataset, setting, ``seconds`` | ``NFE``).
+
+    ``seconds``: mean wall time of one test volume (one reconstruction call), ``NFE``: mean number
+    of full-volume network evaluations (NaN for methods without a network or not recording it).
+    Per-case rows repeat per view, so each case counts once.
+    """
+    need = {"dataset", "setting", "method", "case", "seconds"}
+    if not need <= set(cases.columns):
+        raise ValueError(f"runtime_table: per-case table lacks columns {sorted(need - set(cases.columns))}")
+    df = cases.drop_duplicates(["dataset", "setting", "method", "case"]).copy()
+    if "nfe" not in df.columns:
+        df["nfe"] = np.nan
+    agg = df.groupby(["method", "dataset", "setting"], sort=True)[["seconds", "nfe"]].mean()
+    table = agg.rename(columns={"seconds": "seconds", "nfe": "NFE"}).unstack(["dataset", "setting"])
+    table.columns = table.columns.reorder_levels([1, 2, 0])
+    table = table.sort_index(axis=1, level=[0, 1], sort_remaining=False)
+    order = [m for m in (method_order or []) if m in table.index]
+    table = table.reindex(order + [m for m in table.index if m not in order])
+    table.index.name = "method"
+    return table
+
+
+def write_runtime_table(table: pd.DataFrame, out_csv, out_md, modality: str) -> None:
+    """CSV (flat columns ``dataset/setting/quantity``) and a Markdown table of :func:`runtime_table`."""
+    flat = table.copy()
+    flat.columns = [f"{d}/{s}/{q}" for d, s, q in table.columns]
+    flat.to_csv(out_csv)
+    header = ["Method"] + [f"{d} / {s} {q}" for d, s, q in table.columns]
+    lines = [f"**{modality.upper()} run time.** Wall time per test volume (s, mean over cases) and NFE "
+             "(full-volume network evaluations) of each method, from the per-case result files.", "",
+             "| " + " | ".join(header) + " |", "|:---|" + "---:|" * len(table.columns)]
+    for method, row in table.iterrows():
+        cells = [MISSING if pd.isna(v) else (f"{v:.0f}" if q == "NFE" else f"{v:.2f}")
+                 for (_, _, q), v in zip(table.columns, row)]
+        lines.append("| " + " | ".join([_md_escape(method), *cells]) + " |")
+    Path(out_md).write_text("\n".join(lines) + "\n")
