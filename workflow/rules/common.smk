@@ -68,7 +68,7 @@ def applies(modality, setting, method):
 
 def robustness_sets():
     """Out-of-distribution test sets (`mri.robustness`) by name."""
-    return {r["name"]: r for r in (config.get("mri") or {}).get("robustness", [])} if "mri" in config else {}
+    return {r["name"]: r for r in (config.get("mri") or {}).get("robustness", [])}
 
 
 def robustness_settings(name):

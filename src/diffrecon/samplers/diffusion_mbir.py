@@ -3,7 +3,7 @@ z-TV iteration (a single CG iteration by default) after every step, over the who
 
 Per step i (σ_i → σ_{i+1}, the geometric table of :class:`~diffrecon.diffusion.sde.VESDE`):
 all slices of x (S, H, W) take one reverse-diffusion predictor step and one Langevin corrector
-step (:mod:`diffrecon.samplers.pc`) as one network batch (in chunks of ``batch_limit``), then
+step (:mod:`diffrecon.samplers.pc`) as one network batch (the score function chunks it, ``batch_limit``), then
 x ← ADMM-TV_z(x) (:class:`~diffrecon.samplers.admm_tv.ADMMTV`, λ = 0.04, ρ = 10, duals carried).
 The run ends with one Kaczmarz-type step x ← x + Aᵀ(y − A x) ⊘ (AᵀA 1), as the original.
 The VE prior works on the [0, 1] scale directly.
@@ -30,7 +30,6 @@ class MBIRConfig:
     lam: float = 0.04
     cg_iter: int = 1
     final_kaczmarz: bool = True
-    batch_limit: int = 64
     seed: int = 0
     progress: bool = True
 
@@ -50,10 +49,8 @@ class DiffusionMBIRSampler:
         self.network_seconds = 0.0
 
     def _score(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
-        self.nfe += 1
-        return torch.cat([timed_call(self, self.score_fn, c, torch.full((c.shape[0],), sigma, dtype=c.dtype,
-                                                                      device=c.device))
-                          for c in x.split(self.cfg.batch_limit)])
+        self.nfe += 1       # chunking into network batches is the score function's job
+        return timed_call(self, self.score_fn, x, torch.full((x.shape[0],), sigma, dtype=x.dtype, device=x.device))
 
     def sample(self, y: torch.Tensor, A: Callable, AT: Callable, shape: tuple[int, int, int]) -> torch.Tensor:
         cfg = self.cfg
