@@ -25,6 +25,7 @@ wildcard_constraints:
     method="[A-Za-z0-9_]+",
     setting="[A-Za-z0-9.\-]+",
     view="image|axial|coronal|sagittal",
+    variant="(steps|jump)[0-9]+",
 
 
 include: "workflow/rules/data.smk"
@@ -35,6 +36,7 @@ include: "workflow/rules/ct_priors.smk"
 include: "workflow/rules/ct.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/ablation.smk"
 
 
 rule all:

@@ -93,6 +93,16 @@ def validate_config(config: dict, schema_path=SCHEMA) -> dict:
         kind = METHOD_PRIOR.get(method)
         if kind and kind not in (config.get("ct_priors") or {}):
             raise ConfigError(f"config: ct.methods[{i}]: '{method}' needs the prior ct_priors.{kind}")
+    ablation = (config.get("ct") or {}).get("ablation")
+    if ablation:
+        name = ablation["dataset"]
+        if name not in datasets or datasets[name]["modality"] != "ct":
+            raise ConfigError(f"config: ct.ablation.dataset: '{name}' is not a CT dataset")
+        studied = list(ablation["steps_methods"] if ablation["steps"] else [])
+        studied += ["diffusion_blend_pp"] if ablation["jump_every"] else []
+        for method in studied:
+            if METHOD_PRIOR[method] not in (config.get("ct_priors") or {}):
+                raise ConfigError(f"config: ct.ablation: '{method}' needs the prior ct_priors.{METHOD_PRIOR[method]}")
     for kind, prior in (config.get("ct_priors") or {}).items():
         if not config.get("retrain") and not prior.get("weights"):
             raise ConfigError(f"config: ct_priors.{kind}.weights: no shipped weights given; set them or retrain: true")

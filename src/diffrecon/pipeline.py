@@ -298,6 +298,7 @@ def reconstruct_ct(measurements, method: str, out_path, params: dict | None = No
     geom = ct_geometry_from(measurements)
     setting = read_attrs(measurements)["setting"]
     params = dict(params or {})
+    max_cases = params.pop("max_cases", None)
     run = None
     if method in METHOD_PRIOR:
         run = ct_diffusion_runner(method, model, geom, {k: v for k, v in params.items() if k != "n_threads"},
@@ -307,7 +308,9 @@ def reconstruct_ct(measurements, method: str, out_path, params: dict | None = No
     seconds = {}
     try:
         with atomic_h5(out_path) as fo:
-            for case, sino in read_cases(measurements, "sinogram").items():
+            cases = read_cases(measurements, "sinogram")
+            for case in list(cases)[:max_cases] if max_cases else list(cases):
+                sino = cases[case]
                 t0 = time.perf_counter()
                 rec = CT_METHODS[method](sino, geom, **params) if run is None else run(sino)
                 seconds[case] = time.perf_counter() - t0
@@ -341,8 +344,11 @@ def _fbp_unet_runner(model, setting: str, geom, params: dict):
 
 
 # ---------------------------------------------------------------------------------- evaluation
-def evaluate(target_path, recon_path, out_csv, dataset: str, setting: str, method: str):
-    """Per-case metrics of one table cell → ``metrics.csv`` (one row per case and view)."""
+def evaluate(target_path, recon_path, out_csv, dataset: str, setting: str, method: str, subset: bool = False):
+    """Per-case metrics of one table cell → ``metrics.csv`` (one row per case and view).
+
+    The reconstruction must hold every target case, or with ``subset`` (ablations limited to
+    ``max_cases``) a non-empty subset of them; only those are scored."""
     import pandas as pd
 
     from diffrecon.metrics import case_rows
@@ -355,8 +361,9 @@ def evaluate(target_path, recon_path, out_csv, dataset: str, setting: str, metho
     with h5py.File(recon_path, "r") as f:
         seconds = {c: float(f["cases"][c].attrs.get("seconds", np.nan)) for c in f["cases"]}
         nfe = {c: float(f["cases"][c].attrs.get("nfe", np.nan)) for c in f["cases"]}
-    if set(targets) != set(recons):
+    if (not recons or not set(recons) <= set(targets)) if subset else set(targets) != set(recons):
         raise ValueError(f"{recon_path}: cases {sorted(recons)} differ from targets {sorted(targets)}")
+    targets = {c: t for c, t in targets.items() if c in recons}
     rows = []
     for case, target in targets.items():
         if modality == "mri":
@@ -467,3 +474,12 @@ def posterior_figure(target_path, recon_path, out_png, case_index: int = 0):
     k = mean.shape[0] // 2
     title = f"{attrs['method']} · {attrs['setting']} · {case} · slice {k}"
     return uncertainty_figure(targets[case][k], mean[k], std[k], out_png, n_samples=params.get("n_samples"), title=title)
+
+
+def ct_ablation_report(metrics_files: dict, out: dict, where: str = ""):
+    """Ablation tables and plots from ``{(method, variant): metrics.csv}`` (see :mod:`diffrecon.report.ablation`)."""
+    import pandas as pd
+
+    from diffrecon.report.ablation import write_ablation
+
+    return write_ablation({key: pd.read_csv(path) for key, path in metrics_files.items()}, out, where)

@@ -198,7 +198,10 @@ def test_ct_diffusion_rules_retrain_end_to_end(tmp_path):
     cfg = yaml.safe_load(TINY.read_text())
     cfg.pop("mri")
     cfg["datasets"].pop("demo_brain")
-    cfg["ct"].update(settings=["sv8"], methods=["fbp", "fbp_unet", "dds_2d", "diffusion_blend_pp"],
+    cfg["ct"].update(settings=["sv8", "sv4"], learned_settings=["sv8"],
+                     methods=["fbp", "fbp_unet", "dds_2d", "diffusion_blend_pp"],
+                     ablation={"dataset": "demo_thorax", "setting": "sv8", "max_cases": 1, "steps": [2, 3],
+                               "steps_methods": ["dds_2d", "diffusion_blend_pp"], "jump_every": [0, 1]},
                      dds_2d={"n_steps": 3}, diffusion_blend_pp={"n_steps": 3},
                      fbp_unet={"model": {"channels": [8, 16], "attention": [False, False], "norm_num_groups": 4},
                                "train": {"steps": 30, "batch_size": 8, "lr": 1e-3, "warmup": 2,
@@ -210,16 +213,30 @@ def test_ct_diffusion_rules_retrain_end_to_end(tmp_path):
                         "slice": {"dataset": "demo_thorax", **tiny}}
     config = tmp_path / "ct.yaml"
     config.write_text(yaml.safe_dump(cfg))
-    snakemake("results/tables/ct_axial.csv", "--configfile", str(config), "--cores", "2",
-              "--set-threads", "reconstruct_ct=1", "train_ct_prior=1", "train_fbp_unet=1", cwd=tmp_path)
+    snakemake("results/tables/ct_axial.csv", "results/tables/ct_ablation_steps.md", "--configfile", str(config),
+              "--cores", "2", "--set-threads", "reconstruct_ct=1", "reconstruct_ct_ablation=1", "train_ct_prior=1",
+              "train_fbp_unet=1", cwd=tmp_path)
 
     results = tmp_path / "results"
     for kind in ("patch", "slice"):
         sidecar = json.loads((results / "models" / f"ct_{kind}" / "demo_thorax" / "model.json").read_text())
         assert sidecar["step"] == 6 and sidecar["kind"] == kind
-    table = pd.read_csv(results / "tables" / "ct_axial.csv").set_index("method")
-    assert set(table.index) == {"fbp", "fbp_unet", "dds_2d", "diffusion_blend_pp"}
+    table = pd.read_csv(results / "tables" / "ct_axial.csv")
+    assert set(table["method"]) == {"fbp", "fbp_unet", "dds_2d", "diffusion_blend_pp"}
+    # learned methods only where `learned_settings` says: sv4 has FBP alone
+    assert set(table.loc[table["setting"] == "sv4", "method"]) == {"fbp"}
+    assert not (results / "ct" / "demo_thorax" / "sv4" / "dds_2d").exists()
+    table = table[table["setting"] == "sv8"].set_index("method")
     assert table.loc["fbp_unet", "psnr_mean"] > table.loc["fbp", "psnr_mean"]     # 30 supervised steps already help
+    # ablations: one row per variant, NFE = steps, the jump study on DiffusionBlend++
+    steps = pd.read_csv(results / "tables" / "ct_ablation_steps.csv")
+    assert list(zip(steps["method"], steps["steps"])) == [("dds_2d", 2), ("dds_2d", 3), ("diffusion_blend_pp", 2),
+                                                          ("diffusion_blend_pp", 3)]
+    assert (steps["nfe"] == steps["steps"]).all() and (steps["n_cases"] == 1).all()
+    jump = pd.read_csv(results / "tables" / "ct_ablation_jump.csv")
+    assert jump["jump_every"].tolist() == [0, 1] and np.isfinite(jump["psnr_sagittal"]).all()
+    for kind in ("steps", "jump"):
+        assert (results / "figures" / "ct" / f"ablation_{kind}.png").stat().st_size > 1000
     assert (results / "models" / "fbp_unet" / "demo_thorax" / "sv8" / "model.safetensors").is_file()
     snakemake("results/tables/ct_runtime.csv", "--configfile", str(config), "--cores", "1", cwd=tmp_path)
     runtime = pd.read_csv(results / "tables" / "ct_runtime.csv", index_col="method")

@@ -252,3 +252,18 @@ def test_load_config_unreadable(tmp_path):
     with pytest.raises(ConfigError) as exc:
         load_config(bad)
     assert "bad.yaml" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_ct_ablation_checks(cfg):
+    assert cfg["ct"]["ablation"]["steps_methods"] == ["diffusion_blend_pp"]   # the demo's block
+    bad = copy.deepcopy(cfg)
+    bad["ct"]["ablation"]["dataset"] = "demo_brain"
+    assert "ct.ablation.dataset" in _error(bad) and "demo_brain" in _error(bad)
+    bad = copy.deepcopy(cfg)
+    bad["ct"]["ablation"]["steps_methods"] = ["diffusion_mbir"]
+    del bad["ct_priors"]["score"]
+    bad["ct"]["methods"] = ["fbp"]
+    assert "ct.ablation" in _error(bad) and "ct_priors.score" in _error(bad)
+    bad = copy.deepcopy(cfg)
+    bad["ct"]["ablation"]["jump_every"] = [-1]
+    assert "ct.ablation.jump_every[0]" in _error(bad)

@@ -53,15 +53,19 @@ def settings_of(modality):
     return mri_settings() if modality == "mri" else ct_settings()
 
 
+LEARNED_METHODS = {
+    "mri": ("score", "score_hybrid", "unet"),
+    "ct": ("fbp_unet", "dds_2d", "dds", "diffusion_mbir", "diffusion_blend", "diffusion_blend_pp"),
+}
+
+
 def applies(modality, setting, method):
     """Whether a method runs in a setting: the hybrid score algorithm needs multi-coil data, and
-    `mri.learned_settings` (glob patterns of setting names) can limit the learned methods."""
-    if modality != "mri":
-        return True
-    if method == "score_hybrid" and MRISetting.parse(setting).coil_mode != "multicoil":
+    `<modality>.learned_settings` (glob patterns of setting names) can limit the learned methods."""
+    if modality == "mri" and method == "score_hybrid" and MRISetting.parse(setting).coil_mode != "multicoil":
         return False
-    patterns = config["mri"].get("learned_settings")
-    if method in ("score", "score_hybrid", "unet") and patterns:
+    patterns = config[modality].get("learned_settings")
+    if method in LEARNED_METHODS[modality] and patterns:
         return any(fnmatch.fnmatch(setting, p) for p in patterns)
     return True
 
@@ -198,6 +202,38 @@ def reconstruct_ct_inputs(wildcards):
     return files
 
 
+def ablation_variants_of_config():
+    """[(method, variant)] of `ct.ablation` (steps<N> / jump<J>), in config order."""
+    from diffrecon.report.ablation import ablation_variants
+
+    return [list(v) for v in ablation_variants((config.get("ct") or {}).get("ablation"))]
+
+
+def ablation_metrics_files():
+    a = (config.get("ct") or {}).get("ablation")
+    if not a:
+        return []
+    return [
+        f"{RESULTS}/ct/{a['dataset']}/{a['setting']}/ablation/{m}/{v}/metrics.csv"
+        for m, v in ablation_variants_of_config()
+    ]
+
+
+def ablation_where():
+    a = (config.get("ct") or {}).get("ablation") or {}
+    n = a.get("max_cases")
+    cases = f"first {n}" if n else "all"
+    return f"{a.get('dataset')} · {a.get('setting')} · {cases} test volume(s)"
+
+
+def ablation_params(wildcards):
+    """Sampler parameters of one ablation variant: `ct.<method>` with the studied key replaced."""
+    from diffrecon.report.ablation import variant_params
+
+    return variant_params(wildcards.method, wildcards.variant, config["ct"].get(wildcards.method),
+                          (config["ct"].get("ablation") or {}).get("max_cases"))
+
+
 def table_methods(wildcards):
     return list(config[wildcards.modality]["methods"])
 
@@ -264,6 +300,9 @@ def final_outputs():
             out += [f"{RESULTS}/tables/{modality}_{view}.{ext}" for ext in ("csv", "md", "tex")]
         for d in config[modality]["datasets"]:
             out += [f"{RESULTS}/figures/{modality}/{d}/{s}.png" for s in settings_of(modality)]
+    if "ct" in modalities() and config["ct"].get("ablation"):
+        out += [f"{RESULTS}/tables/ct_ablation_{k}.{ext}" for k in ("steps", "jump") for ext in ("csv", "md")]
+        out += [f"{RESULTS}/figures/ct/ablation_{k}.png" for k in ("steps", "jump")]
     if "mri" in modalities() and robustness_sets():
         out += [f"{RESULTS}/tables/mri_robustness.{ext}" for ext in ("csv", "md", "tex")]
         out += [f"{RESULTS}/figures/mri/{d}/{s}.png" for d in robustness_sets() for s in robustness_settings(d)]

@@ -30,7 +30,7 @@ rule reconstruct_ct:
         f"{RESULTS}/ct/{{dataset}}/{{setting}}/{{method}}/recon.h5",
     log:
         "logs/reconstruct_ct/{dataset}/{setting}/{method}.log",
-    threads: 2
+    threads: (config.get("ct") or {}).get("threads", 1)
     params:
         method_params=method_params_ct,
     conda:

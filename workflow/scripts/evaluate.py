@@ -9,4 +9,5 @@ from diffrecon.logs import log_to  # noqa: E402
 
 with log_to(snakemake.log[0]):
     w = snakemake.wildcards
-    pipeline.evaluate(snakemake.input.target, snakemake.input.recon, snakemake.output[0], w.dataset, w.setting, w.method)
+    pipeline.evaluate(snakemake.input.target, snakemake.input.recon, snakemake.output[0], w.dataset, w.setting, w.method,
+                      subset=snakemake.rule == "evaluate_ablation")
