@@ -56,6 +56,7 @@ def test_tables_average_cases_and_sort_variants():
     assert jump["jump_every"].tolist() == [0, 2]
     assert jump["n_cases"].tolist() == [1, 2]
     assert jump.loc[0, "partitions"].startswith("adjacent only")
+    assert jump.loc[1, "partitions"] == "adjacent + jump every 2nd step"
     np.testing.assert_allclose(jump["psnr_coronal"], [27.0, 28.5])
 
 

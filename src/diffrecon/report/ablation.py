@@ -62,7 +62,8 @@ def _jump_label(j: int) -> str:
         return "adjacent only (DiffusionBlend)"
     if j == 1:
         return "jump every step"
-    return f"adjacent + jump every {j}th step"
+    suffix = "th" if 10 <= j % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(j % 10, "th")
+    return f"adjacent + jump every {j}{suffix} step"
 
 
 def ablation_tables(metrics: Mapping[tuple[str, str], pd.DataFrame]) -> dict[str, pd.DataFrame]:
