@@ -201,7 +201,7 @@ def test_ct_diffusion_rules_retrain_end_to_end(tmp_path):
     cfg["ct"].update(settings=["sv8", "sv4"], learned_settings=["sv8"],
                      methods=["fbp", "fbp_unet", "dds_2d", "diffusion_blend_pp"],
                      ablation={"dataset": "demo_thorax", "setting": "sv8", "max_cases": 1, "steps": [2, 3],
-                               "steps_methods": ["dds_2d", "diffusion_blend_pp"], "jump_every": [0, 1]},
+                               "steps_methods": ["dds_2d", "diffusion_blend_pp"], "jump_every": [0, 1, 2]},
                      dds_2d={"n_steps": 3}, diffusion_blend_pp={"n_steps": 3},
                      fbp_unet={"model": {"channels": [8, 16], "attention": [False, False], "norm_num_groups": 4},
                                "train": {"steps": 30, "batch_size": 8, "lr": 1e-3, "warmup": 2,
@@ -234,7 +234,12 @@ def test_ct_diffusion_rules_retrain_end_to_end(tmp_path):
                                                           ("diffusion_blend_pp", 3)]
     assert (steps["nfe"] == steps["steps"]).all() and (steps["n_cases"] == 1).all()
     jump = pd.read_csv(results / "tables" / "ct_ablation_jump.csv")
-    assert jump["jump_every"].tolist() == [0, 1] and np.isfinite(jump["psnr_sagittal"]).all()
+    assert jump["jump_every"].tolist() == [0, 1, 2] and np.isfinite(jump["psnr_sagittal"]).all()
+    # jump2 at the configured 3 steps is the steps3 run of DiffusionBlend++: computed once, reported in both
+    ablation_dir = results / "ct" / "demo_thorax" / "sv8" / "ablation" / "diffusion_blend_pp"
+    assert not (ablation_dir / "jump2").exists()
+    pp3 = steps[(steps["method"] == "diffusion_blend_pp") & (steps["steps"] == 3)].iloc[0]
+    assert jump.loc[jump["jump_every"] == 2, "psnr_axial"].item() == pp3["psnr_axial"]
     for kind in ("steps", "jump"):
         assert (results / "figures" / "ct" / f"ablation_{kind}.png").stat().st_size > 1000
     assert (results / "models" / "fbp_unet" / "demo_thorax" / "sv8" / "model.safetensors").is_file()

@@ -210,13 +210,24 @@ def ablation_variants_of_config():
 
 
 def ablation_metrics_files():
+    """Metrics file of each ablation variant, in variant order. Variants with identical sampler
+    parameters (e.g. jump2 and the steps study at the configured step count) share one run."""
+    import json
+
+    from diffrecon.report.ablation import variant_params
+    from diffrecon.samplers.ct_methods import method_settings
+
     a = (config.get("ct") or {}).get("ablation")
     if not a:
         return []
-    return [
-        f"{RESULTS}/ct/{a['dataset']}/{a['setting']}/ablation/{m}/{v}/metrics.csv"
-        for m, v in ablation_variants_of_config()
-    ]
+    first = {}
+    files = []
+    for m, v in ablation_variants_of_config():
+        params = variant_params(m, v, config["ct"].get(m), a.get("max_cases"))
+        key = json.dumps([m, method_settings(m, params, limited_angle=False)], sort_keys=True)
+        run = first.setdefault(key, v)
+        files.append(f"{RESULTS}/ct/{a['dataset']}/{a['setting']}/ablation/{m}/{run}/metrics.csv")
+    return files
 
 
 def ablation_where():
