@@ -267,3 +267,24 @@ def test_ct_ablation_checks(cfg):
     bad = copy.deepcopy(cfg)
     bad["ct"]["ablation"]["jump_every"] = [-1]
     assert "ct.ablation.jump_every[0]" in _error(bad)
+
+
+def test_setting_parsing_stays_light():
+    """Short pipeline jobs parse settings; that must not import torch, sigpy or ASTRA."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from diffrecon.settings import MRISetting, CTSetting; "
+            "MRISetting.parse('poisson-R4-acs0.12-multicoil'); CTSetting.parse('la90'); "
+            "print(sorted(m for m in ('torch', 'sigpy', 'astra') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_physics_names_resolve_lazily():
+    import diffrecon.physics as physics
+
+    for name in physics.__all__:
+        assert getattr(physics, name) is not None
+    with pytest.raises(AttributeError):
+        physics.no_such_operator  # noqa: B018

@@ -9,7 +9,8 @@ rule reconstruct_ct_ablation:
         f"{RESULTS}/ct/{{dataset}}/{{setting}}/ablation/{{method}}/{{variant}}/recon.h5",
     log:
         "logs/reconstruct_ct_ablation/{dataset}/{setting}/{method}/{variant}.log",
-    threads: (config.get("ct") or {}).get("threads", 1)
+    threads: THREADS
+    priority: PRIORITY_LONG
     params:
         method_params=ablation_params,
     conda:

@@ -149,10 +149,34 @@ def score_params(setting, method):
     return params
 
 
+# CPU threads of each job that runs a network or an iterative CT solver (`threads`; Snakemake
+# caps it at --cores). The classical MRI reconstructions are single-threaded.
+THREADS = config.get("threads", 1)
+
+# Among ready jobs Snakemake starts the highest priority first. Long jobs (training, learned
+# reconstructions) go first, and before them the cheap jobs they wait on (datasets, weights,
+# measurements of the settings they run in), so the many short jobs fill the cores around the
+# long ones instead of one long job running alone at the end.
+PRIORITY_UNLOCKS = 20
+PRIORITY_LONG = 10
+
+
+def learned_in(modality, setting):
+    """Whether some learned method of the config runs in this setting."""
+    return any(m in LEARNED_METHODS[modality] and applies(modality, setting, m) for m in config[modality]["methods"])
+
+
+def simulate_priority(modality):
+    return lambda wildcards: PRIORITY_UNLOCKS if learned_in(modality, wildcards.setting) else 0
+
+
+def method_priority(modality):
+    return lambda wildcards: PRIORITY_LONG if wildcards.method in LEARNED_METHODS[modality] else 0
+
+
 def mri_threads(wildcards):
-    """Learned methods run torch with several threads; the classical ones are single-threaded
-    (so that two of them share two cores). Snakemake caps this at --cores."""
-    return 4 if wildcards.method in (*LEARNED, "unet") else 1
+    """Learned methods run torch with `threads` threads; the classical ones with one."""
+    return THREADS if wildcards.method in (*LEARNED, "unet") else 1
 
 
 def method_params_mri(wildcards):

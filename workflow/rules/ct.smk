@@ -10,7 +10,8 @@ rule simulate_ct:
         target=f"{RESULTS}/ct/{{dataset}}/{{setting}}/target.h5",
     log:
         "logs/simulate_ct/{dataset}/{setting}.log",
-    threads: 2
+    threads: THREADS
+    priority: simulate_priority("ct")
     params:
         seed=config["seed"],
         projector=config.get("ct", {}).get("projector", "linear"),
@@ -30,7 +31,8 @@ rule reconstruct_ct:
         f"{RESULTS}/ct/{{dataset}}/{{setting}}/{{method}}/recon.h5",
     log:
         "logs/reconstruct_ct/{dataset}/{setting}/{method}.log",
-    threads: (config.get("ct") or {}).get("threads", 1)
+    threads: THREADS
+    priority: method_priority("ct")
     params:
         method_params=method_params_ct,
     conda:

@@ -14,7 +14,8 @@ if config.get("ct_priors") and config["retrain"]:
             "logs/train_ct_prior/{kind}_{dataset}.log",
         wildcard_constraints:
             kind="patch|slice|score",
-        threads: 2
+        threads: THREADS
+        priority: PRIORITY_LONG
         resources:
             gpu=1,
             runtime=720,
@@ -36,6 +37,7 @@ elif config.get("ct_priors"):
             sidecar=f"{RESULTS}/models/ct_{{kind}}/{{dataset}}/model.json",
         log:
             "logs/install_weights_ct_prior/{kind}_{dataset}.log",
+        priority: PRIORITY_UNLOCKS
         wildcard_constraints:
             kind="patch|slice|score",
         conda:

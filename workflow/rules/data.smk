@@ -7,6 +7,7 @@ rule prepare_dataset:
         f"{RESULTS}/data/{{modality}}/{{dataset}}/manifest.json",
     log:
         "logs/prepare_dataset/{modality}_{dataset}.log",
+    priority: PRIORITY_UNLOCKS
     params:
         cfg=dataset_config,
         seed=config["seed"],

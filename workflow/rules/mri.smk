@@ -11,6 +11,7 @@ rule simulate_mri:
         mask=f"{RESULTS}/mri/{{dataset}}/{{setting}}/mask.json",
     log:
         "logs/simulate_mri/{dataset}/{setting}.log",
+    priority: simulate_priority("mri")
     params:
         seed=config["seed"],
         max_cases=config.get("mri", {}).get("max_cases"),
@@ -31,6 +32,7 @@ rule reconstruct_mri:
     log:
         "logs/reconstruct_mri/{dataset}/{setting}/{method}.log",
     threads: mri_threads
+    priority: method_priority("mri")
     params:
         method_params=method_params_mri,
     conda:

@@ -11,7 +11,8 @@ if config.get("score_mri") and config["retrain"]:
             sidecar=f"{RESULTS}/models/score_mri/{{dataset}}/model.json",
         log:
             "logs/train_score_mri/{dataset}.log",
-        threads: 2
+        threads: THREADS
+        priority: PRIORITY_LONG
         resources:
             gpu=1,
             runtime=720,
@@ -33,6 +34,7 @@ elif config.get("score_mri"):
             sidecar=f"{RESULTS}/models/score_mri/{{dataset}}/model.json",
         log:
             "logs/install_weights_score_mri/{dataset}.log",
+        priority: PRIORITY_UNLOCKS
         conda:
             ENV
         script:

@@ -16,7 +16,8 @@ rule train_unet:
         mask="[a-z0-9]+",
         acc="[0-9.]+",
         acs="[0-9.]+",
-    threads: 2
+    threads: THREADS
+    priority: PRIORITY_LONG
     resources:
         gpu=1,
     params:
@@ -37,7 +38,8 @@ rule train_fbp_unet:
         sidecar=f"{RESULTS}/models/fbp_unet/{{dataset}}/{{setting}}/model.json",
     log:
         "logs/train_fbp_unet/{dataset}/{setting}.log",
-    threads: 2
+    threads: THREADS
+    priority: PRIORITY_LONG
     resources:
         gpu=1,
     params:
