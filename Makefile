@@ -33,6 +33,7 @@ lint: venv
 ## bench: speed benchmarks (print measured ratios against their targets)
 bench: venv
 	$(BIN)/python bench/ct_operator.py
+	$(BIN)/python bench/blend_sampler.py
 	$(BIN)/python bench/demo_walltime.py
 
 clean:

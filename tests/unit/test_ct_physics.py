@@ -134,6 +134,20 @@ def test_matrix_backend_matches_per_slice_astra(projector):
         assert mat.forward_np(x[0]).shape == g.sino_shape  # single slice in, single slice out
 
 
+@pytest.mark.parametrize("backend", ["cpu", "matrix"])
+def test_normal_columns_is_ata_on_slices_as_columns(backend):
+    g = CTGeometry.sparse_view(20, 6)
+    x = torch.rand(5, 20, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    with ParallelBeamCT(g, backend=backend) as op:
+        want = op.A_adjoint(op.A(x))
+        cols = op.normal_columns(x.reshape(5, -1).T)
+        assert cols.shape == (400, 5) and cols.dtype == torch.float64
+        assert torch.allclose(cols.T.reshape(x.shape), want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+        assert torch.allclose(op.normal(x), want)
+        with pytest.raises(ValueError, match="cols must have shape"):
+            op.normal_columns(x)
+
+
 def test_auto_backend_falls_back_to_per_slice_when_the_matrix_is_too_big(monkeypatch):
     import diffrecon.physics.ct as ct
 

@@ -34,9 +34,10 @@ Backends
          no ASTRA objects.
 ``matrix`` ASTRA's own sparse system matrix of the chosen 2-D projector
          (``astra.projector.matrix``, the matrix its CPU FP/BP apply),
-         stored once as float32 CSR; ``A`` and ``A^T`` are then one sparse
-         matrix product for the whole volume, (D, n^2) x W^T and
-         (D, V det) x W, with no per-slice calls — much faster for the small
+         stored once as float32 CSR (torch sparse, MKL); ``A`` and ``A^T``
+         are then one sparse matrix product for the whole volume,
+         W (D, n^2)^T and W^T (D, V det)^T, with no per-slice calls and no
+         round trip through numpy for tensors — much faster for the small
          images of the demo and for many angles (limited angle). ``A^T`` is
          the exact transpose by construction. FBP still runs through the
          2-D CPU algorithm. ``auto`` picks it on CPU while the matrix has at
@@ -315,6 +316,8 @@ class _ForwardFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, op: "ParallelBeamCT") -> torch.Tensor:
         ctx.op = op
+        if op.backend == "matrix":
+            return op._matmul_torch(op._Wt, x, op.geometry.image_shape, op.geometry.sino_shape, "volume")
         return op._apply_np(op.forward_np, x)
 
     @staticmethod
@@ -326,6 +329,8 @@ class _AdjointFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y: torch.Tensor, op: "ParallelBeamCT") -> torch.Tensor:
         ctx.op = op
+        if op.backend == "matrix":
+            return op._matmul_torch(op._WTt, y, op.geometry.sino_shape, op.geometry.image_shape, "sinogram")
         return op._apply_np(op.adjoint_np, y)
 
     @staticmethod
@@ -371,7 +376,7 @@ class ParallelBeamCT(LinearOperator):
                 "matrix" if _estimated_nnz(geometry) <= MATRIX_MAX_NNZ else "cpu")
         self.backend = backend
         self.n_threads = int(n_threads) if self.backend in ("cpu", "matrix") else 1
-        self._W = self._WT = None
+        self._Wt = self._WTt = None
         self._closed = False
         self._workers: list[_SliceWorker] = []
         self._idle: queue.SimpleQueue[_SliceWorker] = queue.SimpleQueue()
@@ -439,6 +444,21 @@ class ParallelBeamCT(LinearOperator):
         self._check_tensor(y, "y")
         return _AdjointFn.apply(y, self)
 
+    def normal_columns(self, cols: torch.Tensor) -> torch.Tensor:
+        """``A^T A`` on slices stored as columns: (n^2, D) -> (n^2, D), not tracked by autograd.
+        The matrix backend's native layout (two sparse products, no transposes); the other
+        backends reshape to (D, n, n) and back."""
+        self._check_tensor(cols, "cols")
+        self._check_open()
+        n2 = self.geometry.n ** 2
+        if cols.ndim != 2 or cols.shape[0] != n2:
+            raise ValueError(f"cols must have shape ({n2}, D), got {tuple(cols.shape)}")
+        if self.backend != "matrix":
+            vol = cols.detach().T.reshape(cols.shape[1], *self.geometry.image_shape)
+            return self.normal(vol).reshape(cols.shape[1], -1).T.contiguous()
+        src = cols.detach().to(device="cpu", dtype=torch.float32).contiguous()
+        return (self._WTt @ (self._Wt @ src)).to(device=cols.device, dtype=cols.dtype)
+
     def A_dagger(self, y: torch.Tensor) -> torch.Tensor:  # noqa: N802
         """FBP (Ram-Lak) per slice: (D, V, det) -> (D, n, n); not tracked by autograd."""
         self._check_tensor(y, "y")
@@ -451,7 +471,8 @@ class ParallelBeamCT(LinearOperator):
         if self.backend == "cuda":
             out = self._fp3d(vol)
         elif self.backend == "matrix":
-            out = self._matmul(self._W, vol, self.geometry.sino_shape)
+            out = self._matmul_torch(self._Wt, torch.from_numpy(vol), self.geometry.image_shape,
+                                     self.geometry.sino_shape, "volume").numpy()
         else:
             out = np.empty((vol.shape[0], *self.geometry.sino_shape), dtype=np.float32)
             self._run_slices("forward", vol, out)
@@ -463,7 +484,8 @@ class ParallelBeamCT(LinearOperator):
         if self.backend == "cuda":
             out = self._bp3d(sino)
         elif self.backend == "matrix":
-            out = self._matmul(self._WT, sino, self.geometry.image_shape)
+            out = self._matmul_torch(self._WTt, torch.from_numpy(sino), self.geometry.sino_shape,
+                                     self.geometry.image_shape, "sinogram").numpy()
         else:
             out = np.empty((sino.shape[0], *self.geometry.image_shape), dtype=np.float32)
             self._run_slices("adjoint", sino, out)
@@ -493,15 +515,17 @@ class ParallelBeamCT(LinearOperator):
         a = np.asarray(a)
         if np.iscomplexobj(a):
             raise TypeError(f"{what} must be real")
-        if a.ndim == 2:
-            a, squeeze = a[None], True
-        elif a.ndim == 3:
-            squeeze = False
-        else:
-            raise ValueError(f"{what} must have 2 or 3 dims, got shape {a.shape}")
-        if a.shape[1:] != hw:
-            raise ValueError(f"{what} slices must have shape {hw}, got {a.shape[1:]}")
-        return np.ascontiguousarray(a, dtype=np.float32), squeeze
+        squeeze = self._check_stack_shape(tuple(a.shape), hw, what)
+        return np.ascontiguousarray(a[None] if squeeze else a, dtype=np.float32), squeeze
+
+    @staticmethod
+    def _check_stack_shape(shape: tuple[int, ...], hw: tuple[int, int], what: str) -> bool:
+        """Validate a (D, *hw) or (*hw) shape; returns whether it is a single slice."""
+        if len(shape) not in (2, 3):
+            raise ValueError(f"{what} must have 2 or 3 dims, got shape {shape}")
+        if tuple(shape[-2:]) != tuple(hw):
+            raise ValueError(f"{what} slices must have shape {hw}, got {tuple(shape[-2:])}")
+        return len(shape) == 2
 
     @staticmethod
     def _apply_np(fn: Callable[[np.ndarray], np.ndarray], t: torch.Tensor) -> torch.Tensor:
@@ -536,20 +560,41 @@ class ParallelBeamCT(LinearOperator):
 
     # -- sparse-matrix path -------------------------------------------------
     def _init_matrix(self) -> None:
-        """``W`` (V det, n^2) float32 CSR from ASTRA's projector; ``W^T`` kept as CSR too."""
+        """``W`` (V det, n^2) float32 CSR from ASTRA's projector, and ``W^T`` (exact transpose), as
+        torch CSR tensors."""
         mid = astra.projector.matrix(self._workers[0].proj)
         try:
             w = astra.matrix.get(mid)
         finally:
             astra.matrix.delete(mid)
-        self._W = w.astype(np.float32).tocsr()
-        self._WT = self._W.T.tocsr()
+        w = w.astype(np.float32).tocsr()
+        self._Wt, self._WTt = _torch_csr(w), _torch_csr(w.T.tocsr())
 
-    @staticmethod
-    def _matmul(m, stack: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-        """Apply ``m`` to every slice of ``stack`` (D, ...) at once: (m @ X^T)^T, reshaped to (D, *hw)."""
-        flat = stack.reshape(stack.shape[0], -1)
-        return np.ascontiguousarray((m @ flat.T).T, dtype=np.float32).reshape(stack.shape[0], *hw)
+    def _matmul_torch(self, m: torch.Tensor, t: torch.Tensor, hw_in: tuple[int, int], hw_out: tuple[int, int],
+                      what: str) -> torch.Tensor:
+        """``m`` (torch CSR) applied to every slice of the tensor ``t`` (D, *hw_in) in one sparse
+        product (MKL, torch's threads): (m @ X^T)^T with X = t as (D, prod(hw_in)), in float32 on
+        the CPU; returned in ``t``'s dtype and device, shape (D, *hw_out) (no D for one slice)."""
+        self._check_open()
+        squeeze = self._check_stack_shape(tuple(t.shape), hw_in, what)
+        src = t.detach().to(device="cpu", dtype=torch.float32)
+        src = src.reshape(1 if squeeze else src.shape[0], -1)
+        out = (m @ src.T.contiguous()).T.reshape(src.shape[0], *hw_out)
+        out = out[0] if squeeze else out.contiguous()
+        return out.to(device=t.device, dtype=t.dtype)
+
+
+
+def _torch_csr(m) -> torch.Tensor:
+    """A scipy CSR matrix as a torch sparse CSR tensor (float32; int64 indices, faster than int32 here)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+        return torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
+                                       torch.from_numpy(m.indices.astype(np.int64)),
+                                       torch.from_numpy(m.data.astype(np.float32)), size=m.shape,
+                                       check_invariants=False)
 
     # -- CUDA (3-D) path: only reached when astra.use_cuda() is True ----------
     def _geoms3d(self, n_slices: int, n: int | None = None, det_count: int | None = None) -> tuple[dict, dict]:

@@ -42,29 +42,40 @@ def conjugate_gradient(normal: Callable[[torch.Tensor], torch.Tensor], rhs: torc
     """Solve M x = rhs for symmetric positive (semi)definite ``normal`` = M, starting at ``x0``.
 
     At most ``n_iter`` iterations; stops early when ‖r‖ ≤ tol · ‖rhs‖ (inner products over
-    the whole array).
+    the whole array). Real arrays; the updates run in place (no new volume-sized tensors per
+    iteration, which costs more than the arithmetic for small volumes on a CPU).
     """
+    def dot(a, b):
+        return torch.dot(a.reshape(-1), b.reshape(-1))
+
     x = x0.clone()
     r = rhs - normal(x)
     p = r.clone()
-    rs = torch.sum(r * r)
+    rs = dot(r, r)
     stop = (tol * torch.linalg.vector_norm(rhs)) ** 2
     for _ in range(n_iter):
         if rs <= stop:
             break
         mp = normal(p)
-        alpha = rs / torch.sum(p * mp).clamp_min(1e-30)
-        x = x + alpha * p
-        r = r - alpha * mp
-        rs_new = torch.sum(r * r)
-        p = r + (rs_new / rs.clamp_min(1e-30)) * p
+        alpha = rs / dot(p, mp).clamp_min(1e-30)
+        x.addcmul_(p, alpha)
+        r.addcmul_(mp, alpha, value=-1.0)
+        rs_new = dot(r, r)
+        p.mul_(rs_new / rs.clamp_min(1e-30)).add_(r)
         rs = rs_new
     return x
 
 
 @dataclass
 class ADMMTV:
-    """One ADMM z-TV iteration per call, with its split variable and dual kept between calls."""
+    """One ADMM z-TV iteration per call, with its split variable and dual kept between calls.
+
+    ``normal_columns`` (optional): AᵀA applied to an (H·W, S) matrix whose columns are the
+    flattened slices — the native layout of a sparse system matrix. When given, each call moves
+    the volume into that layout once and runs CG and the ADMM updates there, instead of paying
+    two transposes per AᵀA product; D_z is then the right product with the (S, S) circulant
+    difference matrix D (u ↦ u D, adjoint v ↦ v Dᵀ, D_zᵀD_z u = u D Dᵀ).
+    """
 
     A: Callable[[torch.Tensor], torch.Tensor]
     AT: Callable[[torch.Tensor], torch.Tensor]
@@ -73,30 +84,61 @@ class ADMMTV:
     lam: float = 0.04
     cg_iter: int = 5
     cg_tol: float = 1e-5
+    normal_columns: Callable[[torch.Tensor], torch.Tensor] | None = None
     v: torch.Tensor | None = field(default=None, repr=False)
     w: torch.Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self):
         if self.rho < 0 or self.lam < 0:
             raise ValueError(f"rho and lam must be >= 0, got {self.rho}, {self.lam}")
-        self._aty = self.AT(self.y)
+        aty = self.AT(self.y)
+        self._axis = 0 if self.normal_columns is None else 1
+        self._aty = aty if self._axis == 0 else _to_columns(aty)
+        if self._axis == 1:
+            n = aty.shape[0]
+            d = torch.zeros(n, n, dtype=aty.dtype, device=aty.device)
+            idx = torch.arange(n, device=aty.device)
+            d[idx, idx] -= 1.0
+            d[(idx + 1) % n, idx] += 1.0        # (u D)_s = u_{s+1} − u_s, circular
+            self._d, self._dt, self._lap = d, d.T.contiguous(), d @ d.T
+
+    def _dz(self, u: torch.Tensor) -> torch.Tensor:
+        return dz(u) if self._axis == 0 else u @ self._d
+
+    def _dz_adjoint(self, v: torch.Tensor) -> torch.Tensor:
+        return dz_adjoint(v) if self._axis == 0 else v @ self._dt
 
     def normal(self, u: torch.Tensor) -> torch.Tensor:
+        """(AᵀA + ρ D_zᵀD_z) u, in the working layout (volume (S, H, W), or columns (H·W, S))."""
+        if self._axis == 1:
+            out = self.normal_columns(u)
+            return out.addmm_(u, self._lap, alpha=self.rho) if self.rho > 0 else out
         out = self.AT(self.A(u))
-        if self.rho > 0:
-            out = out + self.rho * dz_adjoint(dz(u))
+        n = u.shape[0]
+        if self.rho > 0 and n > 1:   # + ρ D_zᵀD_z u = ρ (2u − u_{s+1} − u_{s−1}), circular, in place
+            rho = self.rho
+            out.add_(u, alpha=2 * rho)
+            out[:-1].sub_(u[1:], alpha=rho)
+            out[-1].sub_(u[0], alpha=rho)
+            out[1:].sub_(u[:-1], alpha=rho)
+            out[0].sub_(u[-1], alpha=rho)
         return out
 
     def __call__(self, u0: torch.Tensor) -> torch.Tensor:
-        """One iteration from the warm start ``u0`` (S, H, W); returns the new u."""
+        """One iteration from the warm start ``u0`` (S, H, W); returns the new u (S, H, W)."""
+        if self._axis == 0:
+            return self._iterate(u0)
+        return _from_columns(self._iterate(_to_columns(u0)), u0.shape)
+
+    def _iterate(self, u0: torch.Tensor) -> torch.Tensor:
         if self.rho == 0:
             return conjugate_gradient(self.normal, self._aty, u0, self.cg_iter, self.cg_tol)
         if self.v is None:
             self.v = torch.zeros_like(u0)
             self.w = torch.zeros_like(u0)
-        rhs = self._aty + self.rho * dz_adjoint(self.v - self.w)
+        rhs = self._aty + self.rho * self._dz_adjoint(self.v - self.w)
         u = conjugate_gradient(self.normal, rhs, u0, self.cg_iter, self.cg_tol)
-        du = dz(u)
+        du = self._dz(u)
         self.v = soft_threshold(du + self.w, self.lam / self.rho)
         self.w = self.w + du - self.v
         return u
@@ -104,3 +146,13 @@ class ADMMTV:
     def objective(self, u: torch.Tensor) -> float:
         """½‖A u − y‖² + λ‖D_z u‖₁."""
         return float(0.5 * torch.sum((self.A(u) - self.y) ** 2) + self.lam * dz(u).abs().sum())
+
+
+def _to_columns(u: torch.Tensor) -> torch.Tensor:
+    """(S, H, W) → (H·W, S), contiguous."""
+    return u.reshape(u.shape[0], -1).T.contiguous()
+
+
+def _from_columns(c: torch.Tensor, shape) -> torch.Tensor:
+    """(H·W, S) → (S, H, W), contiguous."""
+    return c.T.reshape(shape).contiguous()

@@ -75,6 +75,9 @@ def ct_diffusion_runner(method: str, model, geometry, params: dict | None = None
     def AT(r):
         return op.A_adjoint(r.float().cpu()).to(r)
 
+    def normal_columns(c):
+        return op.normal_columns(c.float().cpu()).to(c)
+
     def run(sinogram: np.ndarray) -> np.ndarray:
         y = torch.from_numpy(np.ascontiguousarray(sinogram, dtype=np.float32)).to(dev)
         shape = (y.shape[0], geometry.n, geometry.n)
@@ -84,7 +87,7 @@ def ct_diffusion_runner(method: str, model, geometry, params: dict | None = None
         else:
             sampler = DiffusionBlendSampler(network_eps_fn(net, precision), process,
                                             BlendConfig.from_dict({**settings, "prior": kind}))
-        out = sampler.sample(y, A, AT, shape)
+        out = sampler.sample(y, A, AT, shape, normal_columns)
         run.last = sampler
         return out.float().cpu().numpy()
 

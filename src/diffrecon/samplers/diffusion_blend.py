@@ -84,13 +84,16 @@ class DiffusionBlendSampler:
             out[lo:lo + cfg.batch_limit] = self._timed(chunk, steps, None)[:, 0]
         return out
 
-    def sample(self, y: torch.Tensor, A: Callable, AT: Callable, shape: tuple[int, int, int]) -> torch.Tensor:
-        """u (S, H, W) in the [0, 1] scale from measurements ``y`` = A u (A, AT on volumes)."""
+    @torch.inference_mode()
+    def sample(self, y: torch.Tensor, A: Callable, AT: Callable, shape: tuple[int, int, int],
+               normal_columns: Callable | None = None) -> torch.Tensor:
+        """u (S, H, W) in the [0, 1] scale from measurements ``y`` = A u (A, AT on volumes;
+        ``normal_columns``: AᵀA on slices as columns, see :class:`ADMMTV`)."""
         cfg = self.cfg
         gen = torch.Generator(device=y.device).manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         x = torch.randn(shape, generator=gen, dtype=y.dtype, device=y.device)
-        dc = ADMMTV(A, AT, y, rho=cfg.rho, lam=cfg.lam, cg_iter=cfg.cg_iter)
+        dc = ADMMTV(A, AT, y, rho=cfg.rho, lam=cfg.lam, cg_iter=cfg.cg_iter, normal_columns=normal_columns)
         times = self.schedule.timesteps(cfg.n_steps)
         u = None
         for i, t in enumerate(tqdm(times, desc=f"ddim-{cfg.prior}", disable=not cfg.progress, leave=False)):
@@ -104,17 +107,22 @@ class DiffusionBlendSampler:
 
 
 def network_eps_fn(network, precision: str = "float32") -> EpsFn:
-    """Wrap a :class:`~diffrecon.diffusion.networks.NoiseNetwork` for the sampler (no gradients)."""
+    """Wrap a :class:`~diffrecon.diffusion.networks.NoiseNetwork` for the sampler (no gradients).
+
+    The network runs in channels-last memory format (oneDNN's fast convolution layout on CPUs,
+    and the tensor-core layout on GPUs), under bfloat16 autocast when ``precision`` resolves to it.
+    """
     from diffrecon.devices import use_bf16
 
     dtype = next(network.parameters()).dtype
     device_type = next(network.parameters()).device.type
     bf16 = use_bf16(precision, device_type)
+    network = network.to(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def eps(x, t, labels):
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
-            out = network(x.to(dtype), t, labels)
-        return out.to(x.dtype)
+            out = network(x.to(dtype).contiguous(memory_format=torch.channels_last), t, labels)
+        return out.to(x.dtype).contiguous()
 
     return eps

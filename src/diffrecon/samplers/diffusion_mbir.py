@@ -52,12 +52,15 @@ class DiffusionMBIRSampler:
         self.nfe += 1       # chunking into network batches is the score function's job
         return timed_call(self, self.score_fn, x, torch.full((x.shape[0],), sigma, dtype=x.dtype, device=x.device))
 
-    def sample(self, y: torch.Tensor, A: Callable, AT: Callable, shape: tuple[int, int, int]) -> torch.Tensor:
+    @torch.inference_mode()
+    def sample(self, y: torch.Tensor, A: Callable, AT: Callable, shape: tuple[int, int, int],
+               normal_columns: Callable | None = None) -> torch.Tensor:
+        """x (S, H, W) from measurements ``y`` = A x (``normal_columns``: AᵀA on slices as columns, see :class:`ADMMTV`)."""
         cfg = self.cfg
         gen = torch.Generator(device=y.device).manual_seed(cfg.seed)
         sig = [float(s) for s in self.sde.sigma(self.sde.time_grid(cfg.n_steps))] + [0.0]
         x = sig[0] * torch.randn(shape, generator=gen, dtype=y.dtype, device=y.device)
-        admm = ADMMTV(A, AT, y, rho=cfg.rho, lam=cfg.lam, cg_iter=cfg.cg_iter)
+        admm = ADMMTV(A, AT, y, rho=cfg.rho, lam=cfg.lam, cg_iter=cfg.cg_iter, normal_columns=normal_columns)
         for i in tqdm(range(cfg.n_steps), desc="diffusion-mbir", disable=not cfg.progress, leave=False):
             xb = reverse_diffusion(self._score, x[:, None], sig[i], sig[i + 1], gen)
             xb = langevin(self._score, xb, sig[i], cfg.snr, gen, cfg.n_corrector)
