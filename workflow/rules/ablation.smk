@@ -11,6 +11,8 @@ rule reconstruct_ct_ablation:
         "logs/reconstruct_ct_ablation/{dataset}/{setting}/{method}/{variant}.log",
     threads: THREADS
     priority: PRIORITY_LONG
+    resources:
+        gpu=1,
     params:
         method_params=ablation_params,
     conda:

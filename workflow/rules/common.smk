@@ -174,6 +174,14 @@ def method_priority(modality):
     return lambda wildcards: PRIORITY_LONG if wildcards.method in LEARNED_METHODS[modality] else 0
 
 
+def gpu_request(modality):
+    """resources: gpu=1 for the reconstructions that sample a diffusion prior (a SLURM profile
+    turns it into --gpus=1; local runs are not limited by it)."""
+    sampling = {"mri": ("score", "score_hybrid"),
+                "ct": ("dds_2d", "dds", "diffusion_mbir", "diffusion_blend", "diffusion_blend_pp")}[modality]
+    return lambda wildcards: 1 if wildcards.method in sampling else 0
+
+
 def mri_threads(wildcards):
     """Learned methods run torch with `threads` threads; the classical ones with one."""
     return THREADS if wildcards.method in (*LEARNED, "unet") else 1

@@ -33,6 +33,8 @@ rule reconstruct_ct:
         "logs/reconstruct_ct/{dataset}/{setting}/{method}.log",
     threads: THREADS
     priority: method_priority("ct")
+    resources:
+        gpu=gpu_request("ct"),
     params:
         method_params=method_params_ct,
     conda:

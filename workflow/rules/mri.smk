@@ -33,6 +33,8 @@ rule reconstruct_mri:
         "logs/reconstruct_mri/{dataset}/{setting}/{method}.log",
     threads: mri_threads
     priority: method_priority("mri")
+    resources:
+        gpu=gpu_request("mri"),
     params:
         method_params=method_params_mri,
     conda:
