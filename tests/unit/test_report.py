@@ -220,6 +220,16 @@ def test_ct_views_figure_and_preview(tmp_path):
     h, w = _png(out).shape[:2]
     assert h > w and 600 <= h <= 5000  # six rows (3 views x image/error) of 3 columns
 
+    # zoom insets: their outlines are drawn in the zoom colour in every view
+    img = _png(ct_views_figure(vol, recons, tmp_path / "z.png", zoom={"axial": (2, 3, 8)}))
+    zoom_rgb = np.array([1.0, 0xd2 / 255, 0x1f / 255])
+    rows = np.nonzero((np.abs(img[..., :3] - zoom_rgb).max(axis=-1) < 0.05).any(axis=1))[0]
+    assert rows.size > 0 and rows.max() - rows.min() > h / 2   # outlines in the upper and lower views
+    with pytest.raises(ValueError, match="unknown views"):
+        ct_views_figure(vol, recons, tmp_path / "bad.png", zoom={"oblique": (0, 0, 4)})
+    with pytest.raises(ValueError, match="does not fit"):
+        ct_views_figure(vol, recons, tmp_path / "bad.png", zoom={"coronal": (10, 0, 12)})
+
     prev = save_preview(vol, tmp_path / "prev.png", title="preview")
     ph, pw = _png(prev).shape[:2]
     assert 200 <= ph <= 1500 and 200 <= pw <= 1500

@@ -7,7 +7,7 @@ backend: figures are only ever written to files, never shown.
   (sampling mask, sinogram, ...), every method and the ground truth, each with a
   zoom inset and PSNR/SSIM, above their absolute error maps on one colour scale.
 * :func:`ct_views_figure` — a CT volume in axial / coronal / sagittal middle
-  slices, with error maps and per-view metrics.
+  slices, each with a zoom inset, error maps and per-view metrics.
 * :func:`uncertainty_figure` — posterior samples of one slice: ground truth,
   posterior mean, pixel-wise standard deviation and absolute error.
 * :func:`save_preview` — a single image, used by the command line.
@@ -274,9 +274,10 @@ def ct_views_figure(
     recons: Mapping,
     out_path,
     metrics_by_view: Mapping | None = None,
+    zoom: Mapping | None = None,
     title: str | None = None,
 ) -> Path:
-    """Axial, coronal and sagittal middle slices of CT volumes, with error maps.
+    """Axial, coronal and sagittal middle slices of CT volumes, with zoom insets and error maps.
 
     Parameters
     ----------
@@ -291,16 +292,26 @@ def ct_views_figure(
         optional ``method name -> {view -> {"psnr": .., "ssim": ..}}`` (the
         output of :func:`diffrecon.metrics.ct_view_metrics` per method),
         printed on the matching panels.
+    zoom:
+        optional ``view -> (row0, col0, size)`` of the square region magnified in
+        that view's image panels; default (and for views not named): a centred
+        square of side ``min(rows, cols) // 4`` of the view's slice.
     title:
         optional figure title.
 
     Layout: for each view an image row (methods + ground truth, grey window of
-    the target volume) followed by an error row ``|recon - target|``; all
-    error maps share one colour scale and colour bar.  Returns the written path.
+    the target volume, the zoom region outlined and magnified in an inset in
+    the corner farthest from it) followed by an error row ``|recon - target|``;
+    all error maps share one colour scale and colour bar.  Returns the written path.
     """
     gt = _real_array(target_vol, "target_vol", 3)
     recs = _check_recons(gt, recons, 3)
     metrics_by_view = metrics_by_view or {}
+    zoom = dict(zoom or {})
+    unknown = set(zoom) - set(_CT_VIEWS)
+    if unknown:
+        raise ValueError(f"zoom names unknown views {sorted(unknown)}; views are {', '.join(_CT_VIEWS)}")
+    boxes = {view: _zoom_box(take(gt).shape, zoom.get(view)) for view, take in _CT_VIEWS.items()}
     vmin, vmax = _window(gt)
     emax = _error_max(np.abs(rec - gt) for rec in recs.values())
 
@@ -319,13 +330,17 @@ def ct_views_figure(
         img_row, err_row = axes[2 * i], axes[2 * i + 1]
         gt_slice = take(gt)
         aspect = _aspect(gt_slice.shape)
+        box = boxes[view]
+        corner = _inset_corner(gt_slice.shape, box)
         for j, (name, vol) in enumerate(panels):
             sl = take(vol)
             ax = img_row[j]
             ax.imshow(sl, cmap=IMAGE_CMAP, vmin=vmin, vmax=vmax, aspect=aspect, interpolation="nearest")
             if i == 0:
                 ax.set_title(name, fontsize=9)
-            _put_text(ax, _metric_text((metrics_by_view.get(name) or {}).get(view)))
+            _add_zoom(ax, sl, box, vmin, vmax, corner)
+            top, right = corner
+            _put_text(ax, _metric_text((metrics_by_view.get(name) or {}).get(view)), right=top and not right)
             if j < len(recs):
                 error_image = err_row[j].imshow(
                     np.abs(sl - gt_slice), cmap=ERROR_CMAP, vmin=0.0, vmax=emax, aspect=aspect,
