@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--output", "-o", type=Path, required=True, help="output .h5 ('reconstruction' (S, H, W))")
     r.add_argument("--preview", type=Path, help="also write a PNG preview of the middle slice")
     r.add_argument("--seed", type=int, default=0, help="seed of the mask / noise / sampler")
+    r.add_argument("--precision", default="auto", choices=["float32", "bfloat16", "auto"],
+                   help="diffusion methods: network arithmetic (auto: bfloat16 where the device has it natively)")
     mri = r.add_argument_group("MRI")
     mri.add_argument("--mask", default="gaussian1d",
                      help="gaussian1d | uniform1d | gaussian2d | uniform2d | poisson")
@@ -86,11 +88,13 @@ def _method_params(args) -> dict:
         if args.method == "tv":
             return {"lam": args.lam, "iterations": args.iterations}
         if args.method in ("score", "score_hybrid"):
-            return {"n_steps": args.steps, "n_samples": args.samples, "snr": args.snr, "seed": args.seed}
+            return {"n_steps": args.steps, "n_samples": args.samples, "snr": args.snr, "seed": args.seed,
+                    "precision": args.precision}
         return {}
     out = {"n_threads": args.threads}
-    if args.method != "fbp":
+    if args.method not in ("fbp", "fbp_unet"):
         out["seed"] = args.seed
+        out["precision"] = args.precision
         if args.ddim_steps:
             out["n_steps"] = args.ddim_steps
     return out
