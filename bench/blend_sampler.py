@@ -80,17 +80,11 @@ def main() -> None:
     with ParallelBeamCT(geom) as op:
         y = op.A(torch.rand(args.slices, args.size, args.size)).to(device)
 
-        def A(u):
-            return op.A(u.float().cpu()).to(u)
-
-        def AT(r):
-            return op.A_adjoint(r.float().cpu()).to(r)
-
         def run(n_steps):
             s = DiffusionBlendSampler(eps_fn, vp_schedule(cfg), BlendConfig(n_steps=n_steps, jump_every=2,
                                                                             progress=False))
             t0 = time.perf_counter()
-            s.sample(y, A, AT, (args.slices, args.size, args.size), op.normal_columns)
+            s.sample(y, op.A, op.A_adjoint, (args.slices, args.size, args.size), op.normal_columns)
             return s, time.perf_counter() - t0
 
         run(2)                                                                   # warm-up

@@ -134,6 +134,13 @@ def test_matrix_backend_matches_per_slice_astra(projector):
         assert mat.forward_np(x[0]).shape == g.sino_shape  # single slice in, single slice out
 
 
+def test_every_backend_path_is_a_method_of_the_operator():
+    """The CUDA path cannot run here; at least its methods must be the operator's own."""
+    for name in ("_init_cuda", "_fp3d", "_bp3d", "_raw_fp3d", "_raw_bp3d", "_geoms3d", "_init_matrix",
+                 "_matmul_torch", "_run_slices"):
+        assert callable(getattr(ParallelBeamCT, name, None)), name
+
+
 @pytest.mark.parametrize("backend", ["cpu", "matrix"])
 def test_normal_columns_is_ata_on_slices_as_columns(backend):
     g = CTGeometry.sparse_view(20, 6)

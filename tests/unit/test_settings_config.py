@@ -270,12 +270,14 @@ def test_ct_ablation_checks(cfg):
 
 
 def test_setting_parsing_stays_light():
-    """Short pipeline jobs parse settings; that must not import torch, sigpy or ASTRA."""
+    """Short pipeline jobs parse settings, and every workflow start validates the config; neither
+    may import torch, sigpy or ASTRA."""
     import subprocess
     import sys
 
     code = ("import sys; from diffrecon.settings import MRISetting, CTSetting; "
             "MRISetting.parse('poisson-R4-acs0.12-multicoil'); CTSetting.parse('la90'); "
+            f"from diffrecon.config import load_config; load_config({str(SHIPPED)!r}); "
             "print(sorted(m for m in ('torch', 'sigpy', 'astra') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -12,7 +12,7 @@ rule reconstruct_ct_ablation:
     threads: THREADS
     priority: PRIORITY_LONG
     resources:
-        gpu=1,
+        gpu=gpu_request("ct"),
     params:
         method_params=ablation_params,
     conda:

@@ -9,6 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from diffrecon.config import ConfigError, validate_config
+from diffrecon.samplers.ct_methods import METHOD_PRIOR
 from diffrecon.settings import CTSetting, MRISetting
 
 # A --configfile given on the command line replaces config.yaml instead of being merged
@@ -55,7 +56,7 @@ def settings_of(modality):
 
 LEARNED_METHODS = {
     "mri": ("score", "score_hybrid", "unet"),
-    "ct": ("fbp_unet", "dds_2d", "dds", "diffusion_mbir", "diffusion_blend", "diffusion_blend_pp"),
+    "ct": ("fbp_unet", *METHOD_PRIOR),
 }
 
 
@@ -177,8 +178,7 @@ def method_priority(modality):
 def gpu_request(modality):
     """resources: gpu=1 for the reconstructions that sample a diffusion prior (a SLURM profile
     turns it into --gpus=1; local runs are not limited by it)."""
-    sampling = {"mri": ("score", "score_hybrid"),
-                "ct": ("dds_2d", "dds", "diffusion_mbir", "diffusion_blend", "diffusion_blend_pp")}[modality]
+    sampling = LEARNED if modality == "mri" else METHOD_PRIOR
     return lambda wildcards: 1 if wildcards.method in sampling else 0
 
 

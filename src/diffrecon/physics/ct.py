@@ -583,19 +583,6 @@ class ParallelBeamCT(LinearOperator):
         out = out[0] if squeeze else out.contiguous()
         return out.to(device=t.device, dtype=t.dtype)
 
-
-
-def _torch_csr(m) -> torch.Tensor:
-    """A scipy CSR matrix as a torch sparse CSR tensor (float32; int64 indices, faster than int32 here)."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
-        return torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
-                                       torch.from_numpy(m.indices.astype(np.int64)),
-                                       torch.from_numpy(m.data.astype(np.float32)), size=m.shape,
-                                       check_invariants=False)
-
     # -- CUDA (3-D) path: only reached when astra.use_cuda() is True ----------
     def _geoms3d(self, n_slices: int, n: int | None = None, det_count: int | None = None) -> tuple[dict, dict]:
         g = self.geometry
@@ -637,6 +624,18 @@ def _torch_csr(m) -> torch.Tensor:
         with ParallelBeamCT(probe_geom, n_threads=1, backend="cpu") as ref:
             self._orientation, self._cuda_calibration_error = _select_orientation(
                 lambda v: self._raw_fp3d(v, n=n_probe, det_count=probe_geom.det_count), ref.forward_np, probe)
+
+
+def _torch_csr(m) -> torch.Tensor:
+    """A scipy CSR matrix as a torch sparse CSR tensor (float32; int64 indices, faster than int32 here)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+        return torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
+                                       torch.from_numpy(m.indices.astype(np.int64)),
+                                       torch.from_numpy(m.data.astype(np.float32)), size=m.shape,
+                                       check_invariants=False)
 
 
 def _estimated_nnz(geom: CTGeometry) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["VARIANT", "ablation_variants", "variant_params", "ablation_tables", "write_ablation"]
+__all__ = ["VARIANT", "ablation_variants", "parse_variant", "variant_params", "ablation_tables", "write_ablation"]
 
 VARIANT = re.compile(r"^(steps|jump)([0-9]+)$")
 JUMP_METHOD = "diffusion_blend_pp"
@@ -37,12 +37,17 @@ def ablation_variants(cfg: Mapping | None) -> list[tuple[str, str]]:
     return out
 
 
-def variant_params(method: str, variant: str, method_block: Mapping | None, max_cases: int | None) -> dict:
-    """Sampler parameters of one variant: the method's ``ct.<method>`` block with the studied key replaced."""
+def parse_variant(variant: str) -> tuple[str, int]:
+    """``("steps" | "jump", value)`` of a variant name such as ``steps50`` or ``jump2``."""
     m = VARIANT.match(variant)
     if not m:
         raise ValueError(f"ablation variant '{variant}' is not steps<N> or jump<J>")
-    kind, value = m.group(1), int(m.group(2))
+    return m.group(1), int(m.group(2))
+
+
+def variant_params(method: str, variant: str, method_block: Mapping | None, max_cases: int | None) -> dict:
+    """Sampler parameters of one variant: the method's ``ct.<method>`` block with the studied key replaced."""
+    kind, value = parse_variant(variant)
     params = dict(method_block or {})
     if kind == "steps":
         if value < 1:
@@ -74,10 +79,7 @@ def ablation_tables(metrics: Mapping[tuple[str, str], pd.DataFrame]) -> dict[str
     """
     rows = {"steps": [], "jump": []}
     for (method, variant), df in metrics.items():
-        m = VARIANT.match(variant)
-        if not m:
-            raise ValueError(f"ablation variant '{variant}' is not steps<N> or jump<J>")
-        kind, value = m.group(1), int(m.group(2))
+        kind, value = parse_variant(variant)
         row = {"method": method, ("steps" if kind == "steps" else "jump_every"): value}
         if kind == "jump":
             row["partitions"] = _jump_label(value)

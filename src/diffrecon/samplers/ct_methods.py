@@ -15,7 +15,6 @@ limited-angle settings.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 METHOD_PRIOR = {
     "diffusion_blend": "patch",
@@ -51,6 +50,8 @@ def ct_diffusion_runner(method: str, model, geometry, params: dict | None = None
     """A function sinogram (S, V, D) numpy → volume (S, n, n) numpy for one CT diffusion method,
     with the prior (checkpoint stem ``model``) and the projector built once. Also returns the
     last sampler (for NFE / network-time bookkeeping) through the attribute ``run.last``."""
+    import torch
+
     from diffrecon.devices import pick_device
     from diffrecon.diffusion.recipes import load_ct_prior
     from diffrecon.physics.ct import ParallelBeamCT
@@ -67,16 +68,7 @@ def ct_diffusion_runner(method: str, model, geometry, params: dict | None = None
     kind = METHOD_PRIOR[method]
     if meta["kind"] != kind:
         raise ValueError(f"{model}: a '{meta['kind']}' prior, but method '{method}' needs a '{kind}' prior")
-    op = ParallelBeamCT(geometry, n_threads=n_threads)
-
-    def A(u):
-        return op.A(u.float().cpu()).to(u)
-
-    def AT(r):
-        return op.A_adjoint(r.float().cpu()).to(r)
-
-    def normal_columns(c):
-        return op.normal_columns(c.float().cpu()).to(c)
+    op = ParallelBeamCT(geometry, n_threads=n_threads)   # takes and returns tensors on any device
 
     def run(sinogram: np.ndarray) -> np.ndarray:
         y = torch.from_numpy(np.ascontiguousarray(sinogram, dtype=np.float32)).to(dev)
@@ -87,7 +79,7 @@ def ct_diffusion_runner(method: str, model, geometry, params: dict | None = None
         else:
             sampler = DiffusionBlendSampler(network_eps_fn(net, precision), process,
                                             BlendConfig.from_dict({**settings, "prior": kind}))
-        out = sampler.sample(y, A, AT, shape, normal_columns)
+        out = sampler.sample(y, op.A, op.A_adjoint, shape, op.normal_columns)
         run.last = sampler
         return out.float().cpu().numpy()
 
