@@ -32,8 +32,13 @@ def zero_filled(kspace: np.ndarray, mask: np.ndarray, coil_mode: str) -> np.ndar
 
 
 def total_variation(kspace: np.ndarray, mask: np.ndarray, coil_mode: str, lam: float = 0.01,
-                    iterations: int = 300, acs_width: int = 16) -> np.ndarray:
-    """Slice-wise TV reconstruction; multi-coil maps by ESPIRiT from the ACS of ``kspace``."""
+                    iterations: int = 300, acs_width: int = 16, seed: int = 0) -> np.ndarray:
+    """Slice-wise TV reconstruction; multi-coil maps by ESPIRiT from the ACS of ``kspace``.
+
+    sigpy estimates the step size of its primal-dual solver by power iteration from a random
+    start drawn from numpy's global generator; it is seeded with ``seed`` here (and the global
+    state restored afterwards), so a reconstruction is the same in every run.
+    """
     from sigpy.mri.app import TotalVariationRecon
 
     from diffrecon.physics.sensitivity import espirit_maps
@@ -47,6 +52,11 @@ def total_variation(kspace: np.ndarray, mask: np.ndarray, coil_mode: str, lam: f
         else:
             y = kspace[s][None]
             maps = np.ones_like(y)
-        x = TotalVariationRecon(y, maps, lam, weights=weights, max_iter=iterations, show_pbar=False).run()
+        state = np.random.get_state()
+        np.random.seed(seed)
+        try:
+            x = TotalVariationRecon(y, maps, lam, weights=weights, max_iter=iterations, show_pbar=False).run()
+        finally:
+            np.random.set_state(state)
         out[s] = np.abs(x)
     return out
