@@ -29,11 +29,9 @@ wildcard_constraints:
 
 
 include: "workflow/rules/data.smk"
-include: "workflow/rules/mri.smk"
-include: "workflow/rules/score_mri.smk"
-include: "workflow/rules/unet.smk"
-include: "workflow/rules/ct_priors.smk"
-include: "workflow/rules/ct.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/simulate.smk"
+include: "workflow/rules/reconstruct.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/ablation.smk"

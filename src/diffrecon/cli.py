@@ -25,10 +25,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-from diffrecon import __version__
+from diffrecon import __version__, methods
 
 EXIT_USAGE = 2
 
@@ -45,9 +44,8 @@ def _parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     r.add_argument("input", type=Path, help="input file (.h5 or .npy)")
     r.add_argument("--modality", choices=["mri", "ct"], required=True)
-    r.add_argument("--method", required=True,
-                   help="mri: zero_filled | tv | unet | score | score_hybrid;  "
-                        "ct: fbp | dds_2d | dds | diffusion_mbir | diffusion_blend | diffusion_blend_pp")
+    r.add_argument("--method", required=True, metavar="METHOD",
+                   help="mri: " + " | ".join(methods.names("mri")) + ";  ct: " + " | ".join(methods.names("ct")))
     r.add_argument("--model", type=Path, help="checkpoint (.safetensors + .json sidecar) of a learned method, "
                                               "e.g. weights/score_mri_demo_brain.safetensors")
     r.add_argument("--output", "-o", type=Path, required=True, help="output .h5 ('reconstruction' (S, H, W))")
@@ -84,15 +82,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _method_params(args) -> dict:
+    sampling = methods.get(args.method).kind == "diffusion"
     if args.modality == "mri":
         if args.method == "tv":
-            return {"lam": args.lam, "iterations": args.iterations}
-        if args.method in ("score", "score_hybrid"):
+            return {"lam": args.lam, "iterations": args.iterations, "seed": args.seed}
+        if sampling:
             return {"n_steps": args.steps, "n_samples": args.samples, "snr": args.snr, "seed": args.seed,
                     "precision": args.precision}
         return {}
     out = {"n_threads": args.threads}
-    if args.method not in ("fbp", "fbp_unet"):
+    if sampling:
         out["seed"] = args.seed
         out["precision"] = args.precision
         if args.ddim_steps:
@@ -101,52 +100,45 @@ def _method_params(args) -> dict:
 
 
 def _reconstruct(args) -> dict:
-    from diffrecon import pipeline
+    from diffrecon import io
     from diffrecon.settings import CTSetting, MRISetting
+    from diffrecon.stages.evaluate import evaluate
+    from diffrecon.stages.reconstruct import reconstruct
+    from diffrecon.stages.simulate import simulate_ct, simulate_mri
 
     if not args.input.is_file():
         raise FileNotFoundError(f"{args.input}: file not found")
+    method = methods.get(args.method, args.modality)
+    if method.learned and args.model is None:
+        raise ValueError(f"--method {args.method} needs --model (a trained {methods.MODELS[method.model]})")
+    model = args.model.with_suffix("") if args.model else None
     manifest = {"name": "cli", "splits": {"test": [str(args.input)]}}
     with tempfile.TemporaryDirectory() as tmp:
         meas, target, recon = (Path(tmp) / n for n in ("measurements.h5", "target.h5", "recon.h5"))
         if args.modality == "mri":
             setting = MRISetting(args.mask, args.acceleration, args.acs_fraction, args.coil_mode)
-            pipeline.simulate_mri(manifest, setting, meas, target, seed=args.seed, central_slices=args.central_slices)
-            if args.method in pipeline.LEARNED_MRI_METHODS and args.model is None:
-                raise ValueError(f"--method {args.method} needs --model (a trained checkpoint)")
-            model = args.model.with_suffix("") if args.model else None
-            pipeline.reconstruct_mri(meas, args.method, recon, _method_params(args), model=model)
+            simulate_mri(manifest, setting, meas, target, seed=args.seed, central_slices=args.central_slices)
+        elif args.sinogram:
+            _sinogram_measurements(args.input, meas, args.projector)
+            target = None
         else:
-            from diffrecon.samplers.ct_methods import METHOD_PRIOR
-
-            if args.method in METHOD_PRIOR and args.model is None:
-                raise ValueError(f"--method {args.method} needs --model (a trained {METHOD_PRIOR[args.method]} prior)")
-            model = args.model.with_suffix("") if args.model else None
-            if args.sinogram:
-                _sinogram_measurements(args.input, meas, args.projector)
-                target = None
-            else:
-                pipeline.simulate_ct(manifest, CTSetting.parse(args.setting), meas, target, projector=args.projector,
-                                     n_threads=args.threads, seed=args.seed)
-            pipeline.reconstruct_ct(meas, args.method, recon, _method_params(args), model=model)
-        rec = next(iter(pipeline.read_cases(recon, "reconstruction").values()))
+            simulate_ct(manifest, CTSetting.parse(args.setting), meas, target, projector=args.projector,
+                        n_threads=args.threads, seed=args.seed)
+        reconstruct(meas, args.method, recon, _method_params(args), model=model)
+        case = next(iter(io.read_cases(recon, "reconstruction")))
+        rec = io.read_cases(recon, "reconstruction")[case]
+        try:
+            std = io.read_cases(recon, "std")[case]
+        except KeyError:
+            std = None
         summary = {"input": str(args.input), "method": args.method, "shape": list(rec.shape)}
         if target is not None:
-            pipeline.evaluate(target, recon, Path(tmp) / "metrics.csv", "cli", "cli", args.method)
-            import pandas as pd
-
-            df = pd.read_csv(Path(tmp) / "metrics.csv")
+            df = evaluate(target, recon, Path(tmp) / "metrics.csv", "cli", "cli", args.method)
             summary["metrics"] = {f"{r.view}/{k}": round(float(getattr(r, k)), 4)
                                   for r in df.itertuples() for k in ("psnr", "ssim") if np.isfinite(getattr(r, k))}
-        with h5py.File(recon, "r") as fr:
-            case = next(iter(fr["cases"].values()))
-            std = case["std"][()] if "std" in case else None
-        with pipeline.atomic_h5(args.output) as f:
-            f.create_dataset("reconstruction", data=rec)
-            if std is not None:
-                f.create_dataset("std", data=std)
-            f.attrs.update({"method": args.method, "modality": args.modality, "input": str(args.input),
-                            "summary": json.dumps(summary)})
+        io.write_single(args.output, {"reconstruction": rec, "std": std},
+                        {"method": args.method, "modality": args.modality, "input": str(args.input),
+                         "summary": json.dumps(summary), "provenance": io.read_attrs(recon)["provenance"]})
     if args.preview:
         from diffrecon.report.figures import save_preview
 
@@ -156,7 +148,7 @@ def _reconstruct(args) -> dict:
 
 def _sinogram_measurements(path: Path, out: Path, projector: str) -> None:
     """Wrap a user sinogram file as a one-case measurements file (geometry from its angles)."""
-    from diffrecon import pipeline
+    from diffrecon import io
     from diffrecon.data.ct_volumes import read_sinogram
     from diffrecon.physics.ct import CTGeometry
 
@@ -164,11 +156,9 @@ def _sinogram_measurements(path: Path, out: Path, projector: str) -> None:
     det = sino.shape[-1]
     n = int(np.floor(det / np.sqrt(2)))
     geom = CTGeometry(n=n, angles=tuple(angles), det_count=det, projector=projector)
-    with pipeline.atomic_h5(out) as f:
-        f.create_dataset(f"cases/{path.stem}/sinogram", data=sino)
-        f.create_dataset("angles", data=np.asarray(geom.angles))
-        f.attrs.update({"modality": "ct", "dataset": "cli", "setting": "user", "n": geom.n,
-                        "det_count": geom.det_count, "projector": geom.projector})
+    with io.CaseWriter(out) as w:
+        w.add(path.stem, {"source": str(path)}, sinogram=sino)
+        io.write_ct_measurements_header(w, geom, "cli", "user")
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,8 @@
 """Configuration validation with one-line error messages.
 
-The pipeline's ``config.yaml`` is checked against ``workflow/schemas/config.schema.yaml``
-(JSON Schema 2020-12, ``additionalProperties: false``). The first (most relevant)
+The pipeline's ``config.yaml`` is checked against the package's ``schemas/config.schema.yaml``
+(JSON Schema 2020-12, ``additionalProperties: false``), whose method enums are filled from the
+method registry (:mod:`diffrecon.methods`). The first (most relevant)
 violation is reported as a single line naming the key path and the allowed values,
 e.g. ``config: mri.masks[0]: 'gaussian3d' is not one of gaussian1d, uniform1d, ...``.
 Defaults declared in the schema are filled in. Cross-references (experiment
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
 
 class ConfigError(ValueError):
@@ -66,11 +67,23 @@ def _resolve(ref: str, root: dict) -> dict:
     return node
 
 
+def load_schema(schema_path=SCHEMA) -> dict:
+    """The config schema with the method enums of the registry filled in."""
+    from diffrecon import methods
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    defs = schema["$defs"]
+    defs["mri_method"]["enum"] = methods.names("mri")
+    defs["ct_method"]["enum"] = methods.names("ct")
+    defs["ct_diffusion_method"]["enum"] = methods.names("ct", kind="diffusion")
+    return schema
+
+
 def validate_config(config: dict, schema_path=SCHEMA) -> dict:
     """Validate ``config`` in place (defaults filled); raise :class:`ConfigError` with one line."""
     import jsonschema
 
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = load_schema(schema_path)
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is not None:
@@ -85,12 +98,16 @@ def validate_config(config: dict, schema_path=SCHEMA) -> dict:
                 raise ConfigError(f"config: {modality}.datasets[{i}]: '{name}' has modality {datasets[name]['modality']}, not {modality}")
     if config.get("score_mri") and not config.get("retrain") and not config["score_mri"].get("weights"):
         raise ConfigError("config: score_mri.weights: no shipped weights given; set them or retrain: true")
-    from diffrecon.samplers.ct_methods import METHOD_PRIOR
+    from diffrecon import methods
+
+    def prior_kind(method):             # ct_patch → patch (the key of ct_priors), else None
+        model = methods.get(method).model or ""
+        return model[len("ct_"):] if model.startswith("ct_") else None
 
     for i, method in enumerate((config.get("ct") or {}).get("methods", [])):
         if method == "fbp_unet" and not {"model", "train"} <= set(config["ct"].get("fbp_unet", {})):
             raise ConfigError(f"config: ct.methods[{i}]: 'fbp_unet' needs ct.fbp_unet.model and ct.fbp_unet.train")
-        kind = METHOD_PRIOR.get(method)
+        kind = prior_kind(method)
         if kind and kind not in (config.get("ct_priors") or {}):
             raise ConfigError(f"config: ct.methods[{i}]: '{method}' needs the prior ct_priors.{kind}")
     ablation = (config.get("ct") or {}).get("ablation")
@@ -101,8 +118,8 @@ def validate_config(config: dict, schema_path=SCHEMA) -> dict:
         studied = list(ablation["steps_methods"] if ablation["steps"] else [])
         studied += ["diffusion_blend_pp"] if ablation["jump_every"] else []
         for method in studied:
-            if METHOD_PRIOR[method] not in (config.get("ct_priors") or {}):
-                raise ConfigError(f"config: ct.ablation: '{method}' needs the prior ct_priors.{METHOD_PRIOR[method]}")
+            if prior_kind(method) not in (config.get("ct_priors") or {}):
+                raise ConfigError(f"config: ct.ablation: '{method}' needs the prior ct_priors.{prior_kind(method)}")
     for kind, prior in (config.get("ct_priors") or {}).items():
         if not config.get("retrain") and not prior.get("weights"):
             raise ConfigError(f"config: ct_priors.{kind}.weights: no shipped weights given; set them or retrain: true")

@@ -84,17 +84,18 @@ def test_ct_diffusion_methods_run_through_the_pipeline(thorax, tmp_path, method,
     import h5py
     import numpy as np
 
-    from diffrecon import pipeline
     from diffrecon.physics.ct import ParallelBeamCT
     from diffrecon.settings import CTSetting
+    from diffrecon.stages.reconstruct import reconstruct
+    from diffrecon.stages.simulate import simulate_ct
 
     setting = CTSetting.parse("la20" if method == "dds" else "sv8")
-    pipeline.simulate_ct(thorax, setting, tmp_path / "meas.h5", tmp_path / "target.h5", n_threads=1)
+    simulate_ct(thorax, setting, tmp_path / "meas.h5", tmp_path / "target.h5", n_threads=1)
     cfg = {"model": TINY_NET, "spacings": [1, 3], "sde": {"sigma_min": 0.01, "sigma_max": 5.0},
            "train": {"steps": 4, "batch_size": 2, "checkpoint_every": 4}}
     train_ct_prior(thorax, cfg, tmp_path / "prior", kind, device="cpu", progress=False)
     params = {"n_steps": 4, "progress": False, "n_threads": 1}
-    pipeline.reconstruct_ct(tmp_path / "meas.h5", method, tmp_path / "recon.h5", params, model=tmp_path / "prior")
+    reconstruct(tmp_path / "meas.h5", method, tmp_path / "recon.h5", params, model=tmp_path / "prior")
     with h5py.File(tmp_path / "recon.h5") as f:
         (case,) = list(f["cases"])
         rec = f["cases"][case]["reconstruction"][()]
@@ -108,5 +109,5 @@ def test_ct_diffusion_methods_run_through_the_pipeline(thorax, tmp_path, method,
         assert resid < 0.5 * np.linalg.norm(sino)
     with pytest.raises(ValueError, match="prior"):
         other = "dds" if kind != "slice" else "diffusion_blend"
-        pipeline.reconstruct_ct(tmp_path / "meas.h5", other, tmp_path / "bad.h5", params, model=tmp_path / "prior")
+        reconstruct(tmp_path / "meas.h5", other, tmp_path / "bad.h5", params, model=tmp_path / "prior")
     assert not (tmp_path / "bad.h5").exists()

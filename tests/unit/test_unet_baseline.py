@@ -122,7 +122,9 @@ def test_scaling_makes_the_reconstruction_equivariant_to_the_data_scale():
 
 def test_reconstruct_mri_runs_the_unet_method(tmp_path):
     from diffrecon.data.datasets import prepare_dataset
-    from diffrecon.pipeline import read_attrs, read_cases, reconstruct_mri, simulate_mri
+    from diffrecon.io import read_attrs, read_cases
+    from diffrecon.stages.reconstruct import reconstruct
+    from diffrecon.stages.simulate import simulate_mri
     from diffrecon.settings import MRISetting
 
     cfg = {"modality": "mri", "source": "demo", "size": N, "coils": 8, "slices": 2, "volumes": {"train": 1, "test": 1}}
@@ -135,7 +137,7 @@ def test_reconstruct_mri_runs_the_unet_method(tmp_path):
     meta = train_unet(manifest, SPEC, small, stem, device="cpu", progress=False)
     assert meta["dataset"] == "tiny" and meta["n_train_slices"] == 2
     out = tmp_path / "unet" / "recon.h5"
-    seconds = reconstruct_mri(meas, "unet", out, {"device": "cpu"}, model=stem)
+    seconds = reconstruct(meas, "unet", out, {"device": "cpu"}, model=stem)
     targets, recons = read_cases(target, "target"), read_cases(out, "reconstruction")
     assert set(recons) == set(targets) == set(seconds)
     for case, t in targets.items():
@@ -146,8 +148,10 @@ def test_reconstruct_mri_runs_the_unet_method(tmp_path):
 
 
 def test_unet_method_needs_a_model(tmp_path):
-    from diffrecon.pipeline import _learned_mri_runner
-    from diffrecon.settings import MRISetting
+    from diffrecon.methods import build_runner
+    from diffrecon.methods.runner import Problem
 
-    with pytest.raises(ValueError, match="unet"):
-        _learned_mri_runner("unet", MRISetting.parse("gaussian1d-R4-acs0.12-magnitude"), None, {}, None, 4)
+    problem = Problem("mri", "gaussian1d-R4-acs0.12-magnitude", mask=np.ones((N, N)), coil_mode="magnitude",
+                      acs_width=4)
+    with pytest.raises(ValueError, match="unet.*trained model"):
+        build_runner("unet", problem, {}, None)

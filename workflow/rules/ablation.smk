@@ -1,10 +1,10 @@
-# Stage 5 (CT): DiffusionBlend ablations on one cell (`ct.ablation`): PSNR vs steps, vs jump frequency.
+# Stage 6 (CT): DiffusionBlend ablations on one cell (`ct.ablation`): PSNR vs steps, vs jump frequency.
 
 
 rule reconstruct_ct_ablation:
     """One ablation variant (steps<N> or jump<J>) of a CT diffusion method on the first test volumes."""
     input:
-        unpack(reconstruct_ct_inputs),
+        unpack(ablation_inputs),
     output:
         f"{RESULTS}/ct/{{dataset}}/{{setting}}/ablation/{{method}}/{{variant}}/recon.h5",
     log:
@@ -12,8 +12,9 @@ rule reconstruct_ct_ablation:
     threads: THREADS
     priority: PRIORITY_LONG
     resources:
-        gpu=gpu_request("ct"),
+        gpu=gpu_request,
     params:
+        modality="ct",
         method_params=ablation_params,
     conda:
         ENV
@@ -30,6 +31,8 @@ rule evaluate_ablation:
         f"{RESULTS}/ct/{{dataset}}/{{setting}}/ablation/{{method}}/{{variant}}/metrics.csv",
     log:
         "logs/evaluate_ablation/{dataset}/{setting}/{method}/{variant}.log",
+    params:
+        subset=True,
     conda:
         ENV
     script:
@@ -52,8 +55,8 @@ rule ablation_report:
     log:
         "logs/ablation_report/ct.log",
     params:
-        variants=ablation_variants_of_config(),
-        where=ablation_where(),
+        variants=X.ablation_variants(),
+        where=X.ablation_where(),
     conda:
         ENV
     script:

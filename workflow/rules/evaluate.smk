@@ -1,4 +1,4 @@
-# Stage 3: per-case metrics of one table cell (fastMRI convention for MRI, per-view for CT).
+# Stage 4: per-case metrics of one table cell (fastMRI convention for MRI, per-view for CT).
 
 
 rule evaluate:
@@ -10,6 +10,8 @@ rule evaluate:
         f"{RESULTS}/{{modality}}/{{dataset}}/{{setting}}/{{method}}/metrics.csv",
     log:
         "logs/evaluate/{modality}/{dataset}/{setting}/{method}.log",
+    params:
+        subset=False,
     conda:
         ENV
     script:

@@ -1,4 +1,4 @@
-# Stage 4: per-cell summaries, paper-shaped tables and comparison figures.
+# Stage 5: per-cell summaries, paper-shaped tables and comparison figures.
 
 
 rule summarize:
@@ -35,9 +35,11 @@ rule table:
     log:
         "logs/table/{modality}_{view}.log",
     params:
-        methods=table_methods,
-        settings=table_settings,
-        datasets=table_datasets,
+        modality=lambda w: w.modality,
+        view=lambda w: w.view,
+        methods=lambda w: X.methods(w.modality),
+        settings=lambda w: X.settings(w.modality),
+        datasets=lambda w: list(config[w.modality]["datasets"]),
     conda:
         ENV
     script:
@@ -59,9 +61,11 @@ rule robustness_table:
     log:
         "logs/table/mri_robustness.log",
     params:
-        methods=lambda w: robustness_columns()["methods"],
-        settings=lambda w: robustness_columns()["settings"],
-        datasets=lambda w: robustness_columns()["datasets"],
+        modality="mri",
+        view="image",
+        methods=lambda w: X.robustness_columns()["methods"],
+        settings=lambda w: X.robustness_columns()["settings"],
+        datasets=lambda w: X.robustness_columns()["datasets"],
         title="MRI robustness: in-distribution test set next to held-out sets, same models and masks",
     conda:
         ENV
@@ -124,7 +128,7 @@ rule runtime_table:
     log:
         "logs/runtime_table/{modality}.log",
     params:
-        methods=table_methods,
+        methods=lambda w: X.methods(w.modality),
     conda:
         ENV
     script:

@@ -1,13 +1,8 @@
-"""Rule evaluate: per-case metrics of one table cell."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-
-from diffrecon import pipeline  # noqa: E402
-from diffrecon.logs import log_to  # noqa: E402
+"""Rules evaluate / evaluate_ablation: per-case metrics of one table cell (or ablation variant)."""
+from diffrecon.logs import log_to
+from diffrecon.stages.evaluate import evaluate
 
 with log_to(snakemake.log[0]):
     w = snakemake.wildcards
-    pipeline.evaluate(snakemake.input.target, snakemake.input.recon, snakemake.output[0], w.dataset, w.setting, w.method,
-                      subset=snakemake.rule == "evaluate_ablation")
+    evaluate(snakemake.input.target, snakemake.input.recon, snakemake.output[0], w.dataset, w.setting, w.method,
+             subset=snakemake.params.subset)

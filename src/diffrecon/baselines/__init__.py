@@ -1,14 +1,6 @@
-"""Classical reconstructions, registered by the method names used in the config.
+"""The baselines' algorithms: zero-filled and TV (:mod:`.mri`), the supervised MRI U-Net
+(:mod:`.unet`), FBP (:mod:`.ct`) and the FBP-U-Net (:mod:`.fbp_unet`).
 
-Every MRI method has the signature ``fn(kspace, mask, coil_mode, **params) -> (S, H, W)``
-magnitude; every CT method ``fn(sinogram, geometry, **params) -> (S, n, n)`` volume.
-The learned methods register themselves in the same tables.
+The methods of the tables wrap them as runners (:mod:`diffrecon.methods`); this package holds
+only the algorithms and their training.
 """
-
-from diffrecon.baselines.ct import fbp
-from diffrecon.baselines.mri import total_variation, zero_filled
-
-MRI_METHODS = {"zero_filled": zero_filled, "tv": total_variation}
-CT_METHODS = {"fbp": fbp}
-
-__all__ = ["MRI_METHODS", "CT_METHODS", "zero_filled", "total_variation", "fbp"]

@@ -1,0 +1,180 @@
+"""The one reader and writer of the project's HDF5 files.
+
+Every stage file holds one group per test case, so a reconstruction never sees a target:
+
+``measurements.h5``  root attrs ``modality``, ``dataset``, ``setting``, ``split``;
+                     MRI: dataset ``mask`` (H, W), attrs ``coil_mode``, ``mask`` (JSON metadata),
+                     ``cases/<case>/kspace`` (S, [C,] H, W) complex64 (attrs ``scale``, ``source``,
+                     ``slices``);
+                     CT: dataset ``angles`` (V,) radians, attrs ``n``, ``det_count``, ``projector``,
+                     ``noise`` (JSON), ``cases/<case>/sinogram`` (S, V, det) float32 (attr ``source``)
+``target.h5``        ``cases/<case>/target`` (S, H, W) float32; root attrs as above
+``recon.h5``         ``cases/<case>/reconstruction`` (S, H, W) float32 (fastMRI's prediction key),
+                     optional ``std``; case attrs ``seconds``, ``nfe``, ``network_seconds``,
+                     ``device``; root attrs ``modality``, ``method``, ``setting``, ``params``
+                     (JSON), ``model``, ``provenance`` (JSON: parameter hash, model sha256,
+                     commit, library versions, seed)
+
+Files are written atomically: to ``<name>.part``, renamed on success (nothing half-written).
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+__all__ = ["atomic_h5", "read_cases", "read_attrs", "read_case_attrs", "read_mask", "read_problem",
+           "ct_geometry", "CaseWriter", "write_ct_measurements_header", "write_result", "write_single",
+           "read_single"]
+
+
+@contextmanager
+def atomic_h5(path):
+    """Open ``path`` for writing through a temporary file renamed on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    try:
+        with h5py.File(tmp, "w") as f:
+            yield f
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------------- reading
+def read_cases(path, key: str) -> dict[str, np.ndarray]:
+    """``{case: cases/<case>/<key>}`` of a stage file, in stored order."""
+    with h5py.File(path, "r") as f:
+        return {name: f["cases"][name][key][()] for name in f["cases"]}
+
+
+def read_attrs(path) -> dict:
+    """Root attributes of a stage file."""
+    with h5py.File(path, "r") as f:
+        return dict(f.attrs)
+
+
+def read_case_attrs(path) -> dict[str, dict]:
+    """``{case: attrs of cases/<case>}``."""
+    with h5py.File(path, "r") as f:
+        return {name: dict(f["cases"][name].attrs) for name in f["cases"]}
+
+
+def read_mask(path) -> np.ndarray:
+    """The (H, W) sampling mask of an MRI measurements file."""
+    with h5py.File(path, "r") as f:
+        return f["mask"][()]
+
+
+def ct_geometry(path):
+    """The :class:`~diffrecon.physics.ct.CTGeometry` of a CT measurements file."""
+    from diffrecon.physics.ct import CTGeometry
+
+    with h5py.File(path, "r") as f:
+        a = f.attrs
+        return CTGeometry(n=int(a["n"]), angles=tuple(float(t) for t in f["angles"][()]),
+                          det_count=int(a["det_count"]), projector=str(a["projector"]))
+
+
+def _is_limited_angle(setting: str, geom) -> bool:
+    """la<degrees> settings; for a user sinogram, views spanning well under 180° (and more than 20)."""
+    from diffrecon.settings import CTSetting
+
+    try:
+        return CTSetting.parse(setting).kind == "la"
+    except ValueError:
+        span = max(geom.angles) - min(geom.angles)
+        return geom.n_views > 20 and span < np.deg2rad(150)
+
+
+def read_problem(path):
+    """The :class:`~diffrecon.methods.runner.Problem` of a measurements file (mask / geometry)."""
+    from diffrecon.methods.runner import Problem
+
+    attrs = read_attrs(path)
+    if attrs["modality"] == "mri":
+        from diffrecon.physics.masks import acs_width
+        from diffrecon.settings import MRISetting
+
+        setting = MRISetting.parse(attrs["setting"])
+        mask = read_mask(path)
+        return Problem("mri", setting.name, mask=mask, coil_mode=setting.coil_mode,
+                       acs_width=max(acs_width(mask.shape, setting.acs_fraction), 4))
+    geom = ct_geometry(path)
+    setting = str(attrs["setting"])
+    return Problem("ct", setting, geometry=geom, limited_angle=_is_limited_angle(setting, geom))
+
+
+# ----------------------------------------------------------------------------------- writing
+class CaseWriter:
+    """Write one stage file case by case: ``with CaseWriter(path) as w: w.add(case, key=array, ...)``.
+
+    ``attrs`` given to :meth:`add` go on the case group; :meth:`finish` sets root attributes
+    and root datasets (mask, angles). The file appears only when the block ends without error.
+    """
+
+    def __init__(self, path, compress: tuple[str, ...] = ()):
+        self.path, self.compress = Path(path), set(compress)
+        self._ctx = None
+        self.f: h5py.File | None = None
+
+    def __enter__(self) -> "CaseWriter":
+        self._ctx = atomic_h5(self.path)
+        self.f = self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)
+
+    def add(self, case: str, attrs: dict | None = None, **arrays) -> None:
+        g = self.f.require_group(f"cases/{case}")
+        for key, value in arrays.items():
+            if value is None:
+                continue
+            if key in self.compress:
+                g.create_dataset(key, data=value, compression="gzip", compression_opts=1)
+            else:
+                g.create_dataset(key, data=value)
+        g.attrs.update({k: v for k, v in (attrs or {}).items() if v is not None})
+
+    def finish(self, attrs: dict | None = None, **datasets) -> None:
+        for key, value in datasets.items():
+            self.f.create_dataset(key, data=value)
+        self.f.attrs.update({k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in (attrs or {}).items()})
+
+
+def write_ct_measurements_header(writer: CaseWriter, geometry, dataset: str, setting: str,
+                                 noise: dict | None = None, split: str = "test") -> None:
+    """Root datasets and attributes of a CT measurements file."""
+    writer.finish({"modality": "ct", "dataset": dataset, "setting": setting, "split": split, "n": geometry.n,
+                   "det_count": geometry.det_count, "projector": geometry.projector,
+                   "noise": json.dumps(noise or {})}, angles=np.asarray(geometry.angles))
+
+
+def write_result(writer: CaseWriter, case: str, result) -> None:
+    """One :class:`~diffrecon.methods.runner.Result` as ``cases/<case>``."""
+    std = None if result.std is None else np.asarray(result.std, dtype=np.float32)
+    writer.add(case, {"seconds": result.seconds, "nfe": result.nfe, "network_seconds": result.network_seconds,
+                      "device": result.provenance.get("device")},
+               reconstruction=np.asarray(result.reconstruction).astype(np.float32), std=std)
+
+
+def write_single(path, arrays: dict, attrs: dict) -> None:
+    """A one-reconstruction file for the command line: datasets at the root (``reconstruction``,
+    optional ``std``), attributes (dicts as JSON)."""
+    with atomic_h5(path) as f:
+        for key, value in arrays.items():
+            if value is not None:
+                f.create_dataset(key, data=value)
+        f.attrs.update({k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in attrs.items()})
+
+
+def read_single(path, key: str = "reconstruction") -> np.ndarray:
+    """A root dataset of a file written by :func:`write_single`."""
+    with h5py.File(path, "r") as f:
+        return f[key][()]

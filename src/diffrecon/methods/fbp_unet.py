@@ -1,0 +1,23 @@
+"""Method ``fbp_unet``: FBP followed by the residual U-Net trained for the setting
+(:mod:`diffrecon.baselines.fbp_unet`). The checkpoint must be an FBP-U-Net of the same setting
+(any setting for a user sinogram)."""
+
+from __future__ import annotations
+
+from diffrecon.methods.runner import FunctionRunner
+
+
+def build(method, problem, params: dict, model=None) -> FunctionRunner:
+    from diffrecon.baselines.fbp_unet import fbp_unet_reconstruct
+    from diffrecon.baselines.unet import load_unet
+    from diffrecon.devices import pick_device
+
+    device = pick_device(params.get("device", "auto"))
+    network, meta = load_unet(model, device=device)
+    if meta.get("kind") != "fbp_unet":
+        raise ValueError(f"{model}: not an FBP-U-Net checkpoint")
+    if problem.setting != "user" and meta.get("setting") != problem.setting:
+        raise ValueError(f"{model}: trained for setting {meta.get('setting')}, not {problem.setting}")
+    n_threads = params.get("n_threads")
+    return FunctionRunner(lambda sinogram: fbp_unet_reconstruct(sinogram, problem.geometry, network,
+                                                                n_threads=n_threads), device=device)

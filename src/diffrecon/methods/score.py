@@ -1,0 +1,39 @@
+"""Methods ``score`` (Algorithms 2 / 3 / 4 by coil mode) and ``score_hybrid`` (Algorithm 5):
+score-MRI posterior sampling (:mod:`diffrecon.samplers.score_mri`) with a trained VE prior.
+
+Parameters: the :class:`~diffrecon.samplers.score_mri.SamplerConfig` fields, ``batch_limit``
+(images per network call) and ``device``. The result holds the posterior mean, the pixel-wise
+standard deviation over ``n_samples`` samples, and the NFE of all samples.
+"""
+
+from __future__ import annotations
+
+from diffrecon.methods.runner import Result, Runner
+
+
+class ScoreRunner(Runner):
+    def __init__(self, problem, params: dict, model, method: str):
+        from diffrecon.devices import pick_device
+        from diffrecon.diffusion.recipes import load_score_network
+        from diffrecon.samplers.score_mri import ALGORITHM_OF, SamplerConfig
+
+        if (method, problem.coil_mode) not in ALGORITHM_OF:
+            raise ValueError(f"method '{method}' does not apply to coil mode '{problem.coil_mode}'")
+        self.problem, self.method = problem, method
+        self.device = pick_device(params.get("device", "auto"))
+        self.network, self.sde, _ = load_score_network(model, device=self.device)
+        self.cfg = SamplerConfig.from_dict(params)
+        self.batch_limit = int(params.get("batch_limit", 256))
+
+    def __call__(self, kspace) -> Result:
+        from diffrecon.samplers.score_mri import reconstruct_volume
+
+        p = self.problem
+        out = reconstruct_volume(kspace, p.mask, p.coil_mode, self.method, self.network, self.sde, self.cfg,
+                                 acs_width=p.acs_width, device=self.device, batch_limit=self.batch_limit)
+        return Result(reconstruction=out["mean"], std=out["std"], nfe=out["nfe"],
+                      network_seconds=out["network_seconds"], provenance={"seed": self.cfg.seed})
+
+
+def build(method, problem, params: dict, model=None) -> ScoreRunner:
+    return ScoreRunner(problem, params, model, method.name)

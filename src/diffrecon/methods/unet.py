@@ -1,0 +1,17 @@
+"""Method ``unet``: the supervised image-domain U-Net of the setting's mask family
+(:mod:`diffrecon.baselines.unet`), applied to the zero-filled magnitude slice by slice."""
+
+from __future__ import annotations
+
+from diffrecon.methods.runner import FunctionRunner
+
+
+def build(method, problem, params: dict, model=None) -> FunctionRunner:
+    from diffrecon.baselines.unet import load_unet, unet_reconstruct
+    from diffrecon.devices import pick_device
+
+    device = pick_device(params.get("device", "auto"))
+    network, _ = load_unet(model, device=device)
+    batch_limit = int(params.get("batch_limit", 64))
+    return FunctionRunner(lambda kspace: unet_reconstruct(kspace, problem.mask, problem.coil_mode, network,
+                                                          batch_limit=batch_limit), device=device)

@@ -1,0 +1,48 @@
+"""Stage ``evaluate``: per-case metrics of one table cell → ``metrics.csv`` (one row per case
+and view; fastMRI's convention for MRI, per-view for CT)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from diffrecon.io import read_attrs, read_case_attrs, read_cases
+
+
+def evaluate(target_path, recon_path, out_csv, dataset: str, setting: str, method: str, subset: bool = False):
+    """Score ``recon_path`` against ``target_path``; write and return the rows.
+
+    The reconstruction must hold every target case, or with ``subset`` (ablations limited to
+    ``max_cases``) a non-empty subset of them; only those are scored.
+    """
+    import pandas as pd
+
+    from diffrecon.metrics import case_rows
+    from diffrecon.metrics.ct import CT_CONVENTION, ct_view_metrics
+    from diffrecon.metrics.mri import MRI_CONVENTION, fastmri_metrics
+
+    modality = read_attrs(target_path)["modality"]
+    targets = read_cases(target_path, "target")
+    recons = read_cases(recon_path, "reconstruction")
+    attrs = read_case_attrs(recon_path)
+    if (not recons or not set(recons) <= set(targets)) if subset else set(targets) != set(recons):
+        raise ValueError(f"{recon_path}: cases {sorted(recons)} differ from targets {sorted(targets)}")
+    rows = []
+    for case, target in targets.items():
+        if case not in recons:
+            continue
+        if modality == "mri":
+            by_view = {"image": fastmri_metrics(target, recons[case])}
+        else:
+            by_view = ct_view_metrics(target, recons[case])
+        new = case_rows(modality, dataset, setting, method, case, by_view)
+        for row in new:
+            row["seconds"] = float(attrs[case].get("seconds", np.nan))
+            row["nfe"] = float(attrs[case].get("nfe", np.nan))
+        rows += new
+    df = pd.DataFrame(rows)
+    df["convention"] = MRI_CONVENTION if modality == "mri" else CT_CONVENTION
+    Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out_csv, index=False)
+    return df
