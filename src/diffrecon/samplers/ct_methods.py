@@ -79,7 +79,7 @@ def ct_diffusion_runner(method: str, model, geometry, params: dict | None = None
         else:
             sampler = DiffusionBlendSampler(network_eps_fn(net, precision), process,
                                             BlendConfig.from_dict({**settings, "prior": kind}))
-        out = sampler.sample(y, op.A, op.A_adjoint, shape, op.normal_columns)
+        out = sampler.sample(y, op, shape)
         run.last = sampler
         return out.float().cpu().numpy()
 
