@@ -84,7 +84,7 @@ def main() -> None:
             s = DiffusionBlendSampler(eps_fn, vp_schedule(cfg), BlendConfig(n_steps=n_steps, jump_every=2,
                                                                             progress=False))
             t0 = time.perf_counter()
-            s.sample(y, op.A, op.A_adjoint, (args.slices, args.size, args.size), op.normal_columns)
+            s.sample(y, op, (args.slices, args.size, args.size))
             return s, time.perf_counter() - t0
 
         run(2)                                                                   # warm-up

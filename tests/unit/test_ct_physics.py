@@ -1,4 +1,4 @@
-"""Tests for diffrecon.physics.ct (ASTRA parallel-beam CT, slice by slice).
+"""Tests for diffrecon.physics.ct (ASTRA parallel-beam CT, slice by slice) and its backends.
 
 CPU tests run everywhere; tests marked ``gpu`` need ``astra.use_cuda()`` and
 are skipped otherwise (ASTRA's 3-D GPU calls crash the process without a GPU,
@@ -16,15 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from diffrecon.physics.ct import (
-    CTGeometry,
-    ParallelBeamCT,
-    _orient,
-    _orient_inverse,
-    _select_orientation,
-    fbp,
-)
-from diffrecon.physics.operator import dot_test, inner
+from diffrecon.physics.ct import CTGeometry, ParallelBeamCT, fbp
+from diffrecon.physics.ct.backends import BACKEND_CLASSES, BACKENDS, CTBackend
+from diffrecon.physics.ct.backends.cuda import orient, orient_inverse, select_orientation
+from diffrecon.physics.operator import Gram, dot_test, inner
 
 HAS_CUDA = bool(astra.use_cuda())
 needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="astra.use_cuda() is False (no GPU)")
@@ -134,36 +129,52 @@ def test_matrix_backend_matches_per_slice_astra(projector):
         assert mat.forward_np(x[0]).shape == g.sino_shape  # single slice in, single slice out
 
 
-def test_every_backend_path_is_a_method_of_the_operator():
-    """The CUDA path cannot run here; at least its methods must be the operator's own."""
-    for name in ("_init_cuda", "_fp3d", "_bp3d", "_raw_fp3d", "_raw_bp3d", "_geoms3d", "_init_matrix",
-                 "_matmul_torch", "_run_slices"):
-        assert callable(getattr(ParallelBeamCT, name, None)), name
+def test_every_backend_implements_the_protocol():
+    """Each backend class has every method of the protocol (the CUDA one cannot run here)."""
+    methods = [m for m, v in vars(CTBackend).items() if callable(v) and not m.startswith("_")]
+    assert set(methods) == {"forward", "adjoint", "fbp", "gram", "close"}
+    assert set(BACKENDS) == {"auto", *BACKEND_CLASSES} == {"auto", "cpu", "matrix", "cuda"}
+    for name, cls in BACKEND_CLASSES.items():
+        assert cls.name == name
+        for m in methods:
+            assert callable(getattr(cls, m, None)), (name, m)
 
 
 @pytest.mark.parametrize("backend", ["cpu", "matrix"])
-def test_normal_columns_is_ata_on_slices_as_columns(backend):
+def test_gram_layout_applies_the_normal_operator(backend):
     g = CTGeometry.sparse_view(20, 6)
     x = torch.rand(5, 20, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     with ParallelBeamCT(g, backend=backend) as op:
         want = op.A_adjoint(op.A(x))
-        cols = op.normal_columns(x.reshape(5, -1).T)
-        assert cols.shape == (400, 5) and cols.dtype == torch.float64
-        assert torch.allclose(cols.T.reshape(x.shape), want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
         assert torch.allclose(op.normal(x), want)
-        with pytest.raises(ValueError, match="cols must have shape"):
-            op.normal_columns(x)
+        gram = op.gram()
+        assert isinstance(gram, Gram)
+        w = gram.to_work(x)
+        assert gram.slice_axis == (1 if backend == "matrix" else 0)
+        assert w.shape == ((400, 5) if backend == "matrix" else (5, 20, 20))
+        assert w.shape[gram.slice_axis] == 5                               # the slices' axis
+        assert torch.equal(gram.from_work(w, x.shape), x)                  # a pure rearrangement
+        got = gram.from_work(gram.apply(w), x.shape)
+        assert got.shape == x.shape and got.dtype == torch.float64
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+        if backend == "matrix":
+            with pytest.raises(ValueError, match="must have shape"):
+                gram.apply(x)
+    with pytest.raises(RuntimeError, match="closed"):
+        op.gram()
 
 
 def test_auto_backend_falls_back_to_per_slice_when_the_matrix_is_too_big(monkeypatch):
-    import diffrecon.physics.ct as ct
+    import diffrecon.physics.ct.backends.matrix as matrix
 
     g = CTGeometry.sparse_view(16, 4)
     with ParallelBeamCT(g) as op:
         assert op.backend == ("cuda" if astra.use_cuda() else "matrix")
-    monkeypatch.setattr(ct, "MATRIX_MAX_NNZ", 10)
+    monkeypatch.setattr(matrix, "MATRIX_MAX_NNZ", 10)
     with ParallelBeamCT(g) as op:
         assert op.backend == ("cuda" if astra.use_cuda() else "cpu")
+        assert "backend=" in repr(op) and not op.closed
+    assert op.closed
 
 
 def test_forward_of_known_object():
@@ -221,7 +232,7 @@ def test_threaded_equals_serial():
     x = rng.random((5, n, n)).astype(np.float32)
     y = rng.random((5, *g.sino_shape)).astype(np.float32)
     with ParallelBeamCT(g, n_threads=1) as op1, ParallelBeamCT(g, n_threads=2) as op2:
-        assert op1._pool is None and op2._pool is not None
+        assert op1.n_threads == 1 and op2.n_threads == 2
         np.testing.assert_array_equal(op1.forward_np(x), op2.forward_np(x))
         np.testing.assert_array_equal(op1.adjoint_np(y), op2.adjoint_np(y))
         np.testing.assert_array_equal(op1.fbp_np(y), op2.fbp_np(y))
@@ -385,8 +396,8 @@ def test_orient_inverse_is_transpose():
     a = rng.random((3, 7, 7))
     b = rng.random((3, 7, 7))
     for o in itertools.product((False, True), repeat=4):
-        np.testing.assert_allclose(np.vdot(_orient(a, o), b), np.vdot(a, _orient_inverse(b, o)), rtol=1e-13)
-        np.testing.assert_array_equal(_orient_inverse(_orient(a, o), o), a)
+        np.testing.assert_allclose(np.vdot(orient(a, o), b), np.vdot(a, orient_inverse(b, o)), rtol=1e-13)
+        np.testing.assert_array_equal(orient_inverse(orient(a, o), o), a)
 
 
 @pytest.mark.parametrize("o_true", [(False, False, False, False), (False, False, True, False),
@@ -396,18 +407,18 @@ def test_select_orientation_recovers_a_known_convention(o_true):
     g = CTGeometry.sparse_view(16, 7)
     with ParallelBeamCT(g, n_threads=1, backend="cpu") as ref:
         def fake(v):
-            return ref.forward_np(np.ascontiguousarray(_orient_inverse(v, o_true)))
+            return ref.forward_np(np.ascontiguousarray(orient_inverse(v, o_true)))
 
         rng = np.random.default_rng(6)
         probe = rng.random((3, 16, 16)).astype(np.float32)
         probe[:, :5, :8] += 2.0
-        o, err = _select_orientation(fake, ref.forward_np, probe)
+        o, err = select_orientation(fake, ref.forward_np, probe)
         assert err < 1e-6
         x = rng.random((3, 16, 16)).astype(np.float32)
-        np.testing.assert_allclose(fake(np.ascontiguousarray(_orient(x, o))), ref.forward_np(x), rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(fake(np.ascontiguousarray(orient(x, o))), ref.forward_np(x), rtol=1e-5, atol=1e-4)
 
         with pytest.raises(RuntimeError):
-            _select_orientation(lambda v: ref.forward_np(v) + 10.0, ref.forward_np, probe)
+            select_orientation(lambda v: ref.forward_np(v) + 10.0, ref.forward_np, probe)
 
 
 # ------------------------------------------------------------------ CUDA (GPU machines only)

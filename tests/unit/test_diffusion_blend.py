@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diffrecon.diffusion.vp import VPSchedule, ddim_step, tweedie
+from diffrecon.physics.operator import Gram, LinearOperator
 from diffrecon.samplers.admm_tv import ADMMTV, conjugate_gradient, dz, dz_adjoint, soft_threshold
 from diffrecon.samplers.blend import (
     adjacent_partition,
@@ -114,24 +115,60 @@ def test_dz_adjoint_is_exact():
     assert torch.equal(soft_threshold(torch.tensor([-2.0, 0.3, 1.5]), 0.5), torch.tensor([-1.5, 0.0, 1.0]))
 
 
+class _MatrixOp(LinearOperator):
+    """A dense matrix acting on flattened volumes of ``shape``."""
+
+    def __init__(self, mat: torch.Tensor, shape):
+        self.mat, self.shape = mat, tuple(shape)
+
+    def A(self, u):  # noqa: N802
+        return self.mat @ u.reshape(-1)
+
+    def A_adjoint(self, r):  # noqa: N802
+        return (self.mat.T @ r).reshape(self.shape)
+
+
+class _ColumnGram(Gram):
+    """AᵀA with the slices as columns (H·W, S), like the sparse CT system matrix."""
+
+    slice_axis = 1
+
+    def __init__(self, op: _MatrixOp):
+        self.op = op
+
+    def to_work(self, x):
+        return x.reshape(x.shape[0], -1).T.contiguous()
+
+    def from_work(self, w, shape):
+        return w.T.reshape(shape).contiguous()
+
+    def apply(self, c):
+        return self.to_work(self.op.normal(self.from_work(c, self.op.shape)))
+
+
+class _ColumnMatrixOp(_MatrixOp):
+    def gram(self):
+        return _ColumnGram(self)
+
+
 def _matrix_operator(rows: int, shape, seed=2):
     g = torch.Generator().manual_seed(seed)
     mat = torch.randn(rows, int(np.prod(shape)), generator=g, dtype=torch.float64) / math.sqrt(np.prod(shape))
-    return (lambda u: mat @ u.reshape(-1)), (lambda r: (mat.T @ r).reshape(shape)), mat
+    return _MatrixOp(mat, shape), mat
 
 
 def test_one_admm_iteration_lowers_the_ztv_objective():
     shape = (6, 4, 4)
-    A, AT, _ = _matrix_operator(40, shape)
+    op, _ = _matrix_operator(40, shape)
     g = torch.Generator().manual_seed(3)
     truth = torch.rand(shape, generator=g, dtype=torch.float64).cumsum(0) / 6
-    y = A(truth)
+    y = op.A(truth)
     start = truth + 0.3 * torch.randn(shape, generator=g, dtype=torch.float64)
-    admm = ADMMTV(A, AT, y, rho=1.0, lam=0.01, cg_iter=5)
+    admm = ADMMTV(op, y, rho=1.0, lam=0.01, cg_iter=5)
     u = admm(start)
     assert admm.objective(u) < admm.objective(start)
     assert admm.v is not None and admm.w is not None                     # duals carried to the next call
-    cg_only = ADMMTV(A, AT, y, rho=0.0, lam=0.0, cg_iter=5)
+    cg_only = ADMMTV(op, y, rho=0.0, lam=0.0, cg_iter=5)
     assert cg_only.objective(cg_only(start)) < cg_only.objective(start)
 
 
@@ -139,19 +176,34 @@ def test_one_admm_iteration_lowers_the_ztv_objective():
 def test_admm_in_column_layout_matches_the_volume_layout(rho, slices):
     """The sparse-matrix layout (slices as columns, D_z as a circulant product) is the same ADMM."""
     shape = (slices, 4, 4)
-    A, AT, _ = _matrix_operator(40, shape)
-
-    def normal_columns(c):                                   # AᵀA on (16, S) columns
-        return AT(A(c.T.reshape(shape))).reshape(slices, -1).T
-
+    vol_op, mat = _matrix_operator(40, shape)
+    col_op = _ColumnMatrixOp(mat, shape)
+    assert vol_op.gram().slice_axis == 0 and col_op.gram().slice_axis == 1
     g = torch.Generator().manual_seed(5)
-    y = A(torch.rand(shape, generator=g, dtype=torch.float64))
+    y = vol_op.A(torch.rand(shape, generator=g, dtype=torch.float64))
     starts = [torch.rand(shape, generator=g, dtype=torch.float64) for _ in range(3)]
-    vol = ADMMTV(A, AT, y, rho=rho, lam=0.02, cg_iter=4)
-    col = ADMMTV(A, AT, y, rho=rho, lam=0.02, cg_iter=4, normal_columns=normal_columns)
+    vol = ADMMTV(vol_op, y, rho=rho, lam=0.02, cg_iter=4)
+    col = ADMMTV(col_op, y, rho=rho, lam=0.02, cg_iter=4)
     for u0 in starts:                                        # duals carried across calls in both
         a, b = vol(u0), col(u0)
         assert b.shape == shape and torch.allclose(a, b, atol=1e-10)
+    assert col.objective(b) == pytest.approx(vol.objective(a), rel=1e-10)
+
+
+@pytest.mark.parametrize("rho", [10.0, 0.0])
+def test_admm_on_the_ct_matrix_backend_matches_the_per_slice_backend(rho):
+    """ParallelBeamCT: the matrix backend's column layout and the cpu backend's volume layout."""
+    from diffrecon.physics.ct import CTGeometry, ParallelBeamCT
+
+    geom = CTGeometry.sparse_view(16, 6)
+    x = torch.rand(4, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    with ParallelBeamCT(geom, n_threads=1, backend="matrix") as mat, \
+            ParallelBeamCT(geom, n_threads=1, backend="cpu") as ref:
+        y = ref.A(x)
+        a = ADMMTV(mat, y, rho=rho, lam=0.04, cg_iter=3)(x * 0.5)
+        b = ADMMTV(ref, y, rho=rho, lam=0.04, cg_iter=3)(x * 0.5)
+    assert a.shape == b.shape == x.shape
+    assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 # ------------------------------------------------------------------------------ VP / DDIM sampler
@@ -176,12 +228,12 @@ def test_sampler_reaches_the_gaussian_posterior_mean(prior):
     projection (CG to convergence from the Tweedie estimate), the posterior mean of u is
     mu_u + A⁺(y − A mu_u) (isotropic prior), which the mean of K samples must reproduce."""
     shape = (11, 3, 3)                          # 11 slices: edge patches and a jump tail are exercised
-    A, AT, mat = _matrix_operator(40, shape, seed=4)
+    op, mat = _matrix_operator(40, shape, seed=4)
     tau = 0.3
     g = torch.Generator().manual_seed(5)
     mu = 0.4 * torch.randn(shape[1:], generator=g, dtype=torch.float64)
     truth_u = (mu + tau * torch.randn(shape, generator=g, dtype=torch.float64) + 1) / 2
-    y = A(truth_u)
+    y = op.A(truth_u)
     sched = VPSchedule()
     labels_seen = set()
 
@@ -197,7 +249,7 @@ def test_sampler_reaches_the_gaussian_posterior_mean(prior):
         cfg = BlendConfig(n_steps=50, eta=0.85, prior=prior, rho=0.0, cg_iter=300, batch_limit=2, seed=k,
                           progress=False)
         sampler = DiffusionBlendSampler(eps_fn, sched, cfg)
-        samples.append(sampler.sample(y, A, AT, shape))
+        samples.append(sampler.sample(y, op, shape))
     assert sampler.nfe == 50
     if prior == "patch":
         assert labels_seen == {1, 3}
@@ -206,7 +258,7 @@ def test_sampler_reaches_the_gaussian_posterior_mean(prior):
     expected = mu_u + torch.linalg.pinv(mat) @ (y - mat @ mu_u)
     err = (mean.reshape(-1) - expected).abs().max()
     assert err < 4 * (tau / 2) / math.sqrt(K) + 0.02, float(err)
-    assert torch.allclose(A(samples[0]), y, atol=1e-3)                  # measured (to the CG tolerance)
+    assert torch.allclose(op.A(samples[0]), y, atol=1e-3)               # measured (to the CG tolerance)
     spread = torch.stack(samples).std(0).mean()
     assert spread > 0.02                                                # samples differ (posterior, not a point)
 
@@ -220,11 +272,11 @@ def test_diffusion_mbir_reaches_the_gaussian_posterior_mean():
     from diffrecon.samplers.diffusion_mbir import DiffusionMBIRSampler, MBIRConfig
 
     shape = (5, 3, 3)
-    A, AT, mat = _matrix_operator(20, shape, seed=6)
+    op, mat = _matrix_operator(20, shape, seed=6)
     tau = 0.2
     g = torch.Generator().manual_seed(7)
     mu = torch.rand(shape, generator=g, dtype=torch.float64)
-    y = A(mu + tau * torch.randn(shape, generator=g, dtype=torch.float64))
+    y = op.A(mu + tau * torch.randn(shape, generator=g, dtype=torch.float64))
 
     def score(x, sigma):
         return -(x - mu[:, None]) / (tau ** 2 + sigma.view(-1, 1, 1, 1) ** 2)
@@ -232,11 +284,11 @@ def test_diffusion_mbir_reaches_the_gaussian_posterior_mean():
     K, samples = 40, []
     for k in range(K):
         cfg = MBIRConfig(n_steps=150, rho=0.0, lam=0.0, cg_iter=300, final_kaczmarz=False, seed=k, progress=False)
-        samples.append(DiffusionMBIRSampler(score, VESDE(0.005, 10.0), cfg).sample(y, A, AT, shape))
+        samples.append(DiffusionMBIRSampler(score, VESDE(0.005, 10.0), cfg).sample(y, op, shape))
     mean = torch.stack(samples).mean(0).reshape(-1)
     expected = mu.reshape(-1) + torch.linalg.pinv(mat) @ (y - mat @ mu.reshape(-1))
     assert (mean - expected).abs().max() < 4 * tau / math.sqrt(K) + 0.02
-    assert torch.allclose(A(samples[0]), y, atol=1e-3)
+    assert torch.allclose(op.A(samples[0]), y, atol=1e-3)
 
 
 def test_diffusion_mbir_final_step_reduces_the_residual():
@@ -244,12 +296,11 @@ def test_diffusion_mbir_final_step_reduces_the_residual():
     from diffrecon.samplers.diffusion_mbir import DiffusionMBIRSampler, MBIRConfig
 
     shape = (4, 3, 3)
-    mat = _matrix_operator(12, shape, seed=8)[2].abs()          # non-negative, like a projector
-    A, AT = (lambda u: mat @ u.reshape(-1)), (lambda r: (mat.T @ r).reshape(shape))
-    y = A(torch.rand(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(9)))
+    op = _MatrixOp(_matrix_operator(12, shape, seed=8)[1].abs(), shape)   # non-negative, like a projector
+    y = op.A(torch.rand(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(9)))
     res = {}
     for final in (False, True):
         cfg = MBIRConfig(n_steps=5, rho=10.0, lam=0.04, cg_iter=1, final_kaczmarz=final, seed=0, progress=False)
-        out = DiffusionMBIRSampler(lambda x, s: -x, VESDE(0.01, 1.0), cfg).sample(y, A, AT, shape)
-        res[final] = float(torch.linalg.vector_norm(A(out) - y))
+        out = DiffusionMBIRSampler(lambda x, s: -x, VESDE(0.01, 1.0), cfg).sample(y, op, shape)
+        res[final] = float(torch.linalg.vector_norm(op.A(out) - y))
     assert res[True] < res[False]

@@ -65,7 +65,7 @@ class CTDiffusionRunner(Runner):
         y = torch.from_numpy(np.ascontiguousarray(sinogram, dtype=np.float32)).to(self.device)
         shape = (y.shape[0], self.geometry.n, self.geometry.n)
         sampler = self._sampler()
-        out = sampler.sample(y, self.op.A, self.op.A_adjoint, shape, self.op.normal_columns)
+        out = sampler.sample(y, self.op, shape)
         return Result(reconstruction=out.float().cpu().numpy(), nfe=sampler.nfe,
                       network_seconds=sampler.network_seconds, provenance={"seed": self.settings.get("seed", 0)})
 

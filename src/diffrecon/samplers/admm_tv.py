@@ -12,7 +12,9 @@ is, warm-started at the denoised estimate u⁰ (DDS / DiffusionBlend):
     v ← soft(D_z u + w, λ/ρ),     w ← w + D_z u − v,
 
 with v and w carried across the diffusion steps (both start at 0). ``rho = 0`` drops the z-TV
-term (DDS-2D: CG on AᵀA u = Aᵀy). CG uses global inner products over the whole volume.
+term (DDS-2D: CG on AᵀA u = Aᵀy). CG uses global inner products over the whole volume, in the
+working layout of the operator's Gram (``op.gram()``, e.g. slices as columns for a sparse
+system matrix).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+
+from diffrecon.physics.operator import LinearOperator
 
 
 def dz(u: torch.Tensor) -> torch.Tensor:
@@ -70,34 +74,41 @@ def conjugate_gradient(normal: Callable[[torch.Tensor], torch.Tensor], rhs: torc
 class ADMMTV:
     """One ADMM z-TV iteration per call, with its split variable and dual kept between calls.
 
-    ``normal_columns`` (optional): AᵀA applied to an (H·W, S) matrix whose columns are the
-    flattened slices — the native layout of a sparse system matrix. When given, each call moves
-    the volume into that layout once and runs CG and the ADMM updates there, instead of paying
-    two transposes per AᵀA product; D_z is then the right product with the (S, S) circulant
-    difference matrix D (u ↦ u D, adjoint v ↦ v Dᵀ, D_zᵀD_z u = u D Dᵀ).
+    ``op`` is the forward model (``A``, ``A_adjoint`` on volumes (S, H, W)); CG and the ADMM
+    updates run in the working layout of its Gram operator ``op.gram()`` (see
+    :class:`~diffrecon.physics.operator.Gram`): each call moves the volume into that layout once
+    and back once. D_z acts along the layout's ``slice_axis``:
+
+    * ``slice_axis = 0`` (the volume itself, e.g. per-slice or CUDA projectors):
+      D_z u = roll(u, −1) − u as in :func:`dz`, and D_zᵀD_z u = 2u − u_{s+1} − u_{s−1};
+    * ``slice_axis = 1`` (slices as the columns of U (H·W, S), the layout of a sparse system
+      matrix): D_z is the right product with the (S, S) circulant difference matrix D,
+      U ↦ U D, adjoint V ↦ V Dᵀ, D_zᵀD_z U = U D Dᵀ.
+
+    Both are the same linear maps on the same numbers (the layouts are permutations).
     """
 
-    A: Callable[[torch.Tensor], torch.Tensor]
-    AT: Callable[[torch.Tensor], torch.Tensor]
+    op: LinearOperator
     y: torch.Tensor
     rho: float = 10.0
     lam: float = 0.04
     cg_iter: int = 5
     cg_tol: float = 1e-5
-    normal_columns: Callable[[torch.Tensor], torch.Tensor] | None = None
     v: torch.Tensor | None = field(default=None, repr=False)
     w: torch.Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self):
         if self.rho < 0 or self.lam < 0:
             raise ValueError(f"rho and lam must be >= 0, got {self.rho}, {self.lam}")
-        aty = self.AT(self.y)
-        self._axis = 0 if self.normal_columns is None else 1
-        self._aty = aty if self._axis == 0 else _to_columns(aty)
+        self._gram = self.op.gram()
+        self._axis = self._gram.slice_axis
+        if self._axis not in (0, 1):
+            raise ValueError(f"ADMMTV supports working layouts with slice_axis 0 or 1, got {self._axis}")
+        self._aty = self._gram.to_work(self.op.A_adjoint(self.y))
         if self._axis == 1:
-            n = aty.shape[0]
-            d = torch.zeros(n, n, dtype=aty.dtype, device=aty.device)
-            idx = torch.arange(n, device=aty.device)
+            n = self._aty.shape[1]
+            d = torch.zeros(n, n, dtype=self._aty.dtype, device=self._aty.device)
+            idx = torch.arange(n, device=self._aty.device)
             d[idx, idx] -= 1.0
             d[(idx + 1) % n, idx] += 1.0        # (u D)_s = u_{s+1} − u_s, circular
             self._d, self._dt, self._lap = d, d.T.contiguous(), d @ d.T
@@ -109,11 +120,10 @@ class ADMMTV:
         return dz_adjoint(v) if self._axis == 0 else v @ self._dt
 
     def normal(self, u: torch.Tensor) -> torch.Tensor:
-        """(AᵀA + ρ D_zᵀD_z) u, in the working layout (volume (S, H, W), or columns (H·W, S))."""
+        """(AᵀA + ρ D_zᵀD_z) u in the working layout (e.g. volume (S, H, W), or columns (H·W, S))."""
+        out = self._gram.apply(u)
         if self._axis == 1:
-            out = self.normal_columns(u)
             return out.addmm_(u, self._lap, alpha=self.rho) if self.rho > 0 else out
-        out = self.AT(self.A(u))
         n = u.shape[0]
         if self.rho > 0 and n > 1:   # + ρ D_zᵀD_z u = ρ (2u − u_{s+1} − u_{s−1}), circular, in place
             rho = self.rho
@@ -126,9 +136,7 @@ class ADMMTV:
 
     def __call__(self, u0: torch.Tensor) -> torch.Tensor:
         """One iteration from the warm start ``u0`` (S, H, W); returns the new u (S, H, W)."""
-        if self._axis == 0:
-            return self._iterate(u0)
-        return _from_columns(self._iterate(_to_columns(u0)), u0.shape)
+        return self._gram.from_work(self._iterate(self._gram.to_work(u0)), u0.shape)
 
     def _iterate(self, u0: torch.Tensor) -> torch.Tensor:
         if self.rho == 0:
@@ -144,15 +152,5 @@ class ADMMTV:
         return u
 
     def objective(self, u: torch.Tensor) -> float:
-        """½‖A u − y‖² + λ‖D_z u‖₁."""
-        return float(0.5 * torch.sum((self.A(u) - self.y) ** 2) + self.lam * dz(u).abs().sum())
-
-
-def _to_columns(u: torch.Tensor) -> torch.Tensor:
-    """(S, H, W) → (H·W, S), contiguous."""
-    return u.reshape(u.shape[0], -1).T.contiguous()
-
-
-def _from_columns(c: torch.Tensor, shape) -> torch.Tensor:
-    """(H·W, S) → (S, H, W), contiguous."""
-    return c.T.reshape(shape).contiguous()
+        """½‖A u − y‖² + λ‖D_z u‖₁ for a volume u (S, H, W)."""
+        return float(0.5 * torch.sum((self.op.A(u) - self.y) ** 2) + self.lam * dz(u).abs().sum())

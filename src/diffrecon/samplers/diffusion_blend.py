@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from diffrecon.diffusion.vp import VPSchedule, ddim_step, tweedie
+from diffrecon.physics.operator import LinearOperator
 from diffrecon.samplers.admm_tv import ADMMTV
 from diffrecon.samplers.blend import blended_eps, choose_partition
 from diffrecon.samplers.pc import timed_call
@@ -85,15 +86,14 @@ class DiffusionBlendSampler:
         return out
 
     @torch.inference_mode()
-    def sample(self, y: torch.Tensor, A: Callable, AT: Callable, shape: tuple[int, int, int],
-               normal_columns: Callable | None = None) -> torch.Tensor:
-        """u (S, H, W) in the [0, 1] scale from measurements ``y`` = A u (A, AT on volumes;
-        ``normal_columns``: AᵀA on slices as columns, see :class:`ADMMTV`)."""
+    def sample(self, y: torch.Tensor, op: LinearOperator, shape: tuple[int, int, int]) -> torch.Tensor:
+        """u (S, H, W) in the [0, 1] scale from measurements ``y`` = A u (``op``: the forward model
+        on volumes (S, H, W), e.g. :class:`~diffrecon.physics.ct.ParallelBeamCT`)."""
         cfg = self.cfg
         gen = torch.Generator(device=y.device).manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         x = torch.randn(shape, generator=gen, dtype=y.dtype, device=y.device)
-        dc = ADMMTV(A, AT, y, rho=cfg.rho, lam=cfg.lam, cg_iter=cfg.cg_iter, normal_columns=normal_columns)
+        dc = ADMMTV(op, y, rho=cfg.rho, lam=cfg.lam, cg_iter=cfg.cg_iter)
         times = self.schedule.timesteps(cfg.n_steps)
         u = None
         for i, t in enumerate(tqdm(times, desc=f"ddim-{cfg.prior}", disable=not cfg.progress, leave=False)):

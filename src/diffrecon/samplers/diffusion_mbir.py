@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
+from diffrecon.physics.operator import LinearOperator
 from diffrecon.samplers.admm_tv import ADMMTV
 from diffrecon.samplers.pc import langevin, reverse_diffusion, timed_call
 
@@ -53,19 +54,18 @@ class DiffusionMBIRSampler:
         return timed_call(self, self.score_fn, x, torch.full((x.shape[0],), sigma, dtype=x.dtype, device=x.device))
 
     @torch.inference_mode()
-    def sample(self, y: torch.Tensor, A: Callable, AT: Callable, shape: tuple[int, int, int],
-               normal_columns: Callable | None = None) -> torch.Tensor:
-        """x (S, H, W) from measurements ``y`` = A x (``normal_columns``: AᵀA on slices as columns, see :class:`ADMMTV`)."""
+    def sample(self, y: torch.Tensor, op: LinearOperator, shape: tuple[int, int, int]) -> torch.Tensor:
+        """x (S, H, W) from measurements ``y`` = A x (``op``: the forward model on volumes (S, H, W))."""
         cfg = self.cfg
         gen = torch.Generator(device=y.device).manual_seed(cfg.seed)
         sig = [float(s) for s in self.sde.sigma(self.sde.time_grid(cfg.n_steps))] + [0.0]
         x = sig[0] * torch.randn(shape, generator=gen, dtype=y.dtype, device=y.device)
-        admm = ADMMTV(A, AT, y, rho=cfg.rho, lam=cfg.lam, cg_iter=cfg.cg_iter, normal_columns=normal_columns)
+        admm = ADMMTV(op, y, rho=cfg.rho, lam=cfg.lam, cg_iter=cfg.cg_iter)
         for i in tqdm(range(cfg.n_steps), desc="diffusion-mbir", disable=not cfg.progress, leave=False):
             xb = reverse_diffusion(self._score, x[:, None], sig[i], sig[i + 1], gen)
             xb = langevin(self._score, xb, sig[i], cfg.snr, gen, cfg.n_corrector)
             x = admm(xb[:, 0])
         if cfg.final_kaczmarz:
-            weight = AT(A(torch.ones_like(x)))
-            x = x + AT(y - A(x)) / weight.clamp_min(1e-6 * float(weight.max()))
+            weight = op.A_adjoint(op.A(torch.ones_like(x)))
+            x = x + op.A_adjoint(y - op.A(x)) / weight.clamp_min(1e-6 * float(weight.max()))
         return x
