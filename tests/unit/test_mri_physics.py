@@ -133,6 +133,57 @@ def test_operators_batch_over_leading_dims():
     assert multi.coil_images(x).shape == (2, 3, c, h, w)
 
 
+def test_single_coil_project_is_the_data_consistency_projection():
+    rng = np.random.default_rng(10)
+    h, w = 12, 10
+    op = SingleCoilMRI(_random_mask(rng, h, w))
+    m = op.mask.double()
+    x, y = _crandn(rng, 2, 3, h, w), op.A(_crandn(rng, 2, 3, h, w))
+    p = op.project(x, y)
+    torch.testing.assert_close(op.A(p), y, rtol=0, atol=1e-12)                         # measured samples kept
+    torch.testing.assert_close((1 - m) * fft2c(p), (1 - m) * fft2c(x), rtol=0, atol=1e-12)  # others untouched
+    torch.testing.assert_close(op.project(p, y), p, rtol=0, atol=1e-12)                # idempotent
+    # orthogonal: x - P x is orthogonal to every feasible direction d (A d = 0)
+    d = ifft2c((1 - m) * fft2c(_crandn(rng, 2, 3, h, w)))
+    assert abs(complex(torch.sum(torch.conj(x - p) * d))) < 1e-10
+    for lam in (1.0, 0.25):
+        k = fft2c(x)
+        assert torch.equal(op.project(x, y, lam), ifft2c(k - lam * m * k + lam * y))
+
+
+def test_single_coil_forward_is_the_simulated_masked_fft_bit_for_bit():
+    """``SingleCoilMRI(mask).A`` reproduces ``fft2c(x) * mask.array`` (numpy) exactly."""
+    rng = np.random.default_rng(11)
+    mask = make_mask("gaussian1d", (16, 16), 4, 0.12, seed=0)
+    x = (rng.standard_normal((2, 3, 16, 16)) + 1j * rng.standard_normal((2, 3, 16, 16))).astype(np.complex64)
+    x[0, 0, :4] = 0                                                   # exact zeros, signed zeros in k
+    expected = fft2c(torch.from_numpy(x)).numpy() * mask.array
+    got = SingleCoilMRI(mask).A(torch.from_numpy(x)).numpy()
+    assert got.dtype == expected.dtype == np.complex64
+    assert got.tobytes() == expected.tobytes()
+
+
+def test_multi_coil_maps_with_leading_axes_broadcast_over_slices():
+    rng = np.random.default_rng(12)
+    s, c, h, w = 2, 3, 8, 6
+    maps = _crandn(rng, s, c, h, w)
+    mask = _random_mask(rng, h, w)
+    op = MultiCoilMRI(maps, mask)
+    assert op.n_coils == c
+    x, y = _crandn(rng, s, h, w), _crandn(rng, s, c, h, w)
+    assert dot_test(op, x, y) < 1e-12
+    ya, xa = op.A(x), op.A_adjoint(y)
+    for i in range(s):
+        one = MultiCoilMRI(maps[i], mask)
+        torch.testing.assert_close(ya[i], one.A(x[i]), rtol=0, atol=1e-12)
+        torch.testing.assert_close(xa[i], one.A_adjoint(y[i]), rtol=0, atol=1e-12)
+    # coil_combine is the adjoint of coil_images
+    v = _crandn(rng, s, c, h, w)
+    lhs = torch.sum(torch.conj(op.coil_images(x)) * v)
+    rhs = torch.sum(torch.conj(x) * op.coil_combine(v))
+    assert abs(complex(lhs - rhs)) < 1e-12 * abs(complex(lhs))
+
+
 def test_full_mask_birdcage_normal_operator_is_identity():
     h, w = 32, 28
     maps = birdcage_maps(8, (h, w))

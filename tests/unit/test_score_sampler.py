@@ -8,11 +8,11 @@ import torch
 
 from diffrecon.diffusion.sde import VESDE
 from diffrecon.physics.fft import fft2c, ifft2c
+from diffrecon.physics.mri import MultiCoilMRI, SingleCoilMRI
 from diffrecon.samplers.score_mri import (
     SamplerConfig,
     ScoreMRISampler,
     acs_reference,
-    data_consistency,
     magnitude,
     sense_correction,
 )
@@ -74,7 +74,7 @@ def test_posterior_matches_the_gaussian_closed_form(algorithm, n_corrector):
     # the published algorithm (no reference): the prior is on x itself
     sampler = ScoreMRISampler(score, sde, SamplerConfig(n_steps=300, snr=0.16, n_corrector=n_corrector, progress=False,
                                                         seed=3, phase_reference="none"))
-    samples = sampler.sample(y.expand(K, H, W).contiguous(), mask, algorithm)          # K independent draws
+    samples = sampler.sample(y.expand(K, H, W).contiguous(), SingleCoilMRI(mask), algorithm)   # K draws
     post_mean = ifft2c(y + (1 - mask) * fft2c(prior_mean))
     post_var = tau ** 2 * (1 - mask.mean())
     err_mean = (samples.mean(0) - post_mean).abs().max()
@@ -90,12 +90,32 @@ def test_data_consistency_is_an_idempotent_projection():
     x = torch.randn(3, H, W, dtype=torch.complex128, generator=g)
     x_true = torch.randn(3, H, W, dtype=torch.complex128, generator=g)
     mask = (torch.rand(H, W, generator=g) < 0.3).double()
-    y = mask * fft2c(x_true)
-    once = data_consistency(x, y, mask)
-    assert torch.allclose(data_consistency(once, y, mask), once, atol=1e-12)
-    assert torch.allclose(mask * fft2c(once), y, atol=1e-12)
+    op = SingleCoilMRI(mask)
+    y = op.A(x_true)
+    once = op.project(x, y)
+    assert torch.allclose(op.project(once, y), once, atol=1e-12)
+    assert torch.allclose(op.A(once), y, atol=1e-12)                     # measured samples are y
     # unmeasured frequencies untouched
     assert torch.allclose((1 - mask) * fft2c(once), (1 - mask) * fft2c(x), atol=1e-12)
+    # the hand-written formula F^-1[(1 - lam M) F x + lam y]
+    for lam in (1.0, 0.3):
+        k = fft2c(x)
+        assert torch.equal(op.project(x, y, lam), ifft2c(k - lam * mask * k + lam * y))
+
+
+@pytest.mark.parametrize("lam", [1.0, 0.7])
+def test_data_consistency_of_batched_coils_equals_per_coil(lam):
+    """The sampler's DC on (S, C, H, W) coil images is the per-coil DC, bit for bit."""
+    g = torch.Generator().manual_seed(8)
+    S, C = 2, 3
+    mask = (torch.rand(H, W, generator=g) < 0.4).float()
+    op = SingleCoilMRI(mask)
+    x = torch.randn(S, C, H, W, dtype=torch.complex64, generator=g)
+    y = op.A(torch.randn(S, C, H, W, dtype=torch.complex64, generator=g))
+    batched = op.project(x, y, lam)
+    per_coil = torch.stack([op.project(x[:, c], y[:, c], lam) for c in range(C)], dim=1)
+    assert batched.shape == (S, C, H, W)
+    assert torch.equal(batched, per_coil)
 
 
 @pytest.mark.parametrize("reference", ["acs", "none"])
@@ -110,9 +130,9 @@ def test_full_mask_returns_the_data(reference):
 
     sampler = ScoreMRISampler(junk_score, VESDE(0.01, 5.0), SamplerConfig(n_steps=5, progress=False,
                                                                          phase_reference=reference))
-    out = sampler.sample(y, mask, "complex")
+    out = sampler.sample(y, SingleCoilMRI(mask), "complex")
     assert torch.allclose(out, x_true, atol=1e-10)
-    out = sampler.sample(fft2c(x_true.unsqueeze(0)), mask, "ssos")      # Alg. 4 with 2 "coils"
+    out = sampler.sample(fft2c(x_true.unsqueeze(0)), SingleCoilMRI(mask), "ssos")      # Alg. 4 with 2 "coils"
     assert torch.allclose(out[0], x_true, atol=1e-10)
 
 
@@ -124,7 +144,7 @@ def test_acs_reference_makes_a_smooth_phase_image_real_positive_and_unit_peak():
     phase = 2.4 + 0.8 * xx - 0.5 * yy ** 2                           # far from 0, smooth
     x = 0.37 * obj * torch.exp(1j * phase)
     y = fft2c(x)
-    z = x / acs_reference(y, 8)
+    z = x / acs_reference(y, SingleCoilMRI(torch.ones(n, n, dtype=torch.float64)), 8)
     inside = obj > 0
     residual = z.angle()[inside].abs()                                 # phase left after the reference
     assert residual.mean() < 0.15 and residual.max() < 0.6             # 8 ACS lines: a coarse but smooth phase
@@ -153,7 +173,8 @@ def test_reference_makes_the_sampler_equivariant_to_a_complex_scale(algorithm):
     for reference, equivariant in (("acs", True), ("none", False)):
         sampler = ScoreMRISampler(score, VESDE(0.01, 5.0), SamplerConfig(n_steps=20, progress=False, acs_width=4,
                                                                          phase_reference=reference))
-        a, b = sampler.sample(y, mask, algorithm, seed=1), sampler.sample(c * y, mask, algorithm, seed=1)
+        op = SingleCoilMRI(mask)
+        a, b = sampler.sample(y, op, algorithm, seed=1), sampler.sample(c * y, op, algorithm, seed=1)
         assert torch.allclose(b, c * a, atol=1e-8) == equivariant, reference
 
 
@@ -161,7 +182,7 @@ def test_unknown_reference_is_rejected():
     sampler = ScoreMRISampler(lambda x, s: x, VESDE(0.01, 1.0), SamplerConfig(n_steps=1, progress=False,
                                                                              phase_reference="bogus"))
     with pytest.raises(ValueError, match="phase_reference"):
-        sampler.sample(torch.zeros(1, H, W, dtype=torch.complex64), torch.ones(H, W), "complex")
+        sampler.sample(torch.zeros(1, H, W, dtype=torch.complex64), SingleCoilMRI(torch.ones(H, W)), "complex")
 
 
 def test_batched_coils_equal_per_coil_runs():
@@ -185,7 +206,7 @@ def test_batched_coils_equal_per_coil_runs():
         return score(x, sigma)
 
     batched.score_fn = counting
-    out = batched.sample(y, mask, "ssos", seed=7)
+    out = batched.sample(y, SingleCoilMRI(mask), "ssos", seed=7)
     assert set(calls) == {C * 2}           # every call carries all coils' real and imaginary parts
     assert len(calls) == 2 * cfg.n_steps   # one predictor and one corrector call per step
     assert out.shape == y.shape
@@ -208,11 +229,38 @@ def test_sense_correction_reduces_the_sense_residual():
         rho = (maps.conj() * v).sum(1, keepdim=True)
         return (y - mask * fft2c(maps * rho)).norm()
 
-    after = sense_correction(x, y, mask, maps, 1.0)
+    op = MultiCoilMRI(maps, mask)
+    after = sense_correction(x, y, op, 1.0)
     assert resid(after) < resid(x)
+    # the same numbers as the hand-written SENSE step x + lam S A^H(y - A rho)
+    rho = (maps.conj() * x).sum(dim=-3, keepdim=True)
+    grad = (maps.conj() * ifft2c(mask * (y - mask * fft2c(maps * rho)))).sum(dim=-3, keepdim=True)
+    assert torch.equal(sense_correction(x, y, op, 0.4), x + 0.4 * maps * grad)
+
+
+def test_sense_correction_with_per_slice_maps_equals_slice_by_slice():
+    g = torch.Generator().manual_seed(9)
+    S, C = 2, 3
+    maps = torch.randn(S, C, H, W, dtype=torch.complex64, generator=g)
+    mask = (torch.rand(H, W, generator=g) < 0.5).float()
+    x = torch.randn(S, C, H, W, dtype=torch.complex64, generator=g)
+    y = mask * fft2c(torch.randn(S, C, H, W, dtype=torch.complex64, generator=g))
+    batched = sense_correction(x, y, MultiCoilMRI(maps, mask), 0.5)
+    for s in range(S):
+        one = sense_correction(x[s:s + 1], y[s:s + 1], MultiCoilMRI(maps[s], mask), 0.5)
+        assert torch.equal(batched[s:s + 1], one)
+
+
+def test_hybrid_needs_a_sense_operator_and_a_mask_needs_an_operator():
+    sampler = ScoreMRISampler(lambda x, s: x, VESDE(0.01, 1.0), SamplerConfig(n_steps=1, progress=False))
+    y = torch.zeros(1, 2, H, W, dtype=torch.complex64)
+    with pytest.raises(ValueError, match="SENSE"):
+        sampler.sample(y, SingleCoilMRI(torch.ones(H, W)), "hybrid")
+    with pytest.raises(TypeError, match="SingleCoilMRI"):
+        sampler.sample(y, torch.ones(H, W), "ssos")
 
 
 def test_unknown_algorithm_is_rejected():
     sampler = ScoreMRISampler(lambda x, s: x, VESDE(0.01, 1.0), SamplerConfig(n_steps=1, progress=False))
     with pytest.raises(ValueError, match="not one of"):
-        sampler.sample(torch.zeros(1, H, W, dtype=torch.complex64), torch.ones(H, W), "bogus")
+        sampler.sample(torch.zeros(1, H, W, dtype=torch.complex64), SingleCoilMRI(torch.ones(H, W)), "bogus")

@@ -114,9 +114,10 @@ def test_scaling_makes_the_reconstruction_equivariant_to_the_data_scale():
     """s f(x / s) with s = max x: scaling the k-space by c scales the output by c."""
     torch.manual_seed(0)
     net = image_unet(TINY["model"], N).eval()
-    ksp = _masked_kspace(_slices(5, 1, depth=2), np.ones((N, N), np.float32))
-    a = unet_reconstruct(ksp, None, "magnitude", net)
-    b = unet_reconstruct(7.0 * ksp, None, "magnitude", net)
+    mask = np.ones((N, N), np.float32)
+    ksp = _masked_kspace(_slices(5, 1, depth=2), mask)
+    a = unet_reconstruct(ksp, mask, "magnitude", net)
+    b = unet_reconstruct(7.0 * ksp, mask, "magnitude", net)
     np.testing.assert_allclose(b, 7.0 * a, rtol=1e-4, atol=1e-5)
 
 

@@ -20,13 +20,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from diffrecon.physics.fft import ifft2c
-from diffrecon.physics.mri import rss
+from diffrecon.physics.mri import SingleCoilMRI, rss
 
 
 def zero_filled(kspace: np.ndarray, mask: np.ndarray, coil_mode: str) -> np.ndarray:
-    """|F^-1 y| (single coil) or RSS_c |F^-1 y_c| (multi-coil)."""
-    img = ifft2c(torch.from_numpy(np.ascontiguousarray(kspace)))
+    """|A^H y| (single coil) or RSS_c |A^H y_c| (multi-coil), A = M F the single-coil operator.
+
+    For measured data (M ⊙ y = y) and a 0/1 mask, A^H y = F^-1 y: the zero-filled image.
+    """
+    img = SingleCoilMRI(mask).A_adjoint(torch.from_numpy(np.ascontiguousarray(kspace)))
     out = rss(img, dim=-3) if coil_mode == "multicoil" else img.abs()
     return out.numpy().astype(np.float32)
 

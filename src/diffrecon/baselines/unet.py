@@ -5,12 +5,13 @@ Here one network is trained per *mask family* (mask kind x acceleration R x ACS 
 one seeded mask), on the magnitude slices x0 (N, 1, H, W) in [0, 1] of a dataset's train
 split (:func:`~diffrecon.data.training_sets.magnitude_slices`):
 
-    x_zf = | F^-1 (M ⊙ F x0) |                        zero-filled magnitude, (B, 1, H, W)
+    x_zf = | F^-1 (M ⊙ F x0) | = | A^+ A x0 |          zero-filled magnitude, (B, 1, H, W)
     s    = max_pixels x_zf                             per-slice scale, (B, 1, 1, 1)
     x̂    = s * f_theta(x_zf / s),  f_theta(u) = u + g_theta(u)    residual U-Net
     loss = mean_{b, pixels} | x̂ - x0 |                 L1 (as the fastMRI U-Net baseline)
 
-with F the centred orthonormal DFT (:func:`~diffrecon.physics.fft.fft2c`). The scale s makes
+with F the centred orthonormal DFT (:func:`~diffrecon.physics.fft.fft2c`) and A = M F the
+single-coil operator (:class:`~diffrecon.physics.mri.SingleCoilMRI`). The scale s makes
 training and test inputs alike: every input has maximum 1, whatever the volume normalisation
 of the test data; the output is multiplied back by s.
 
@@ -35,7 +36,7 @@ import torch
 from torch import nn
 
 from diffrecon.diffusion.networks import UNetConfig, build_unet, count_parameters
-from diffrecon.physics.fft import fft2c, ifft2c
+from diffrecon.physics.mri import SingleCoilMRI
 
 log = logging.getLogger("diffrecon.training")
 
@@ -82,10 +83,10 @@ def supervised_loss(mask) -> Callable:
     ``loss(model, x0, generator)`` takes clean slices x0 (B, 1, H, W) and returns
     mean |s f(x_zf / s) - x0| with x_zf = |F^-1(M F x0)| (the generator is unused: no noise).
     """
-    m = torch.as_tensor(np.asarray(getattr(mask, "array", mask), dtype=np.float32))
+    op = SingleCoilMRI(np.asarray(getattr(mask, "array", mask), dtype=np.float32))
 
     def loss(model: nn.Module, x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        x_zf = ifft2c(m.to(x0.device) * fft2c(x0)).abs().to(x0.dtype)
+        x_zf = op.A_dagger(op.A(x0)).abs().to(x0.dtype)
         s = _slice_scale(x_zf)
         return (s * model(x_zf / s) - x0).abs().mean()
 

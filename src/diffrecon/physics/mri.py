@@ -5,9 +5,16 @@ Notation (``F`` = :func:`~diffrecon.physics.fft.fft2c`, unitary and centred;
 
 * single coil:  ``y = M ⊙ F x``,                 ``A^H y = F^{-1}(M ⊙ y)``
 * SENSE:        ``y_c = M ⊙ F(S_c ⊙ x)``,         ``A^H y = Σ_c conj(S_c) ⊙ F^{-1}(M ⊙ y_c)``
+* data consistency (single coil, ``0 ≤ λ ≤ 1``):
+  ``P_λ(x) = F^{-1}[(1 − λM) ⊙ F x + λ y]``; for a 0/1 mask and ``λ = 1`` this is the
+  orthogonal projection onto ``{x : M ⊙ F x = y}`` (measured samples replaced by ``y``, the
+  others kept), see :meth:`SingleCoilMRI.project`.
 
 Images ``x`` have shape ``(..., H, W)``; single-coil k-space has the same shape,
-multi-coil k-space has shape ``(..., C, H, W)``. Leading axes are batch axes.
+multi-coil k-space has shape ``(..., C, H, W)``. Leading axes are batch axes: the
+single-coil operator applied to ``(S, C, H, W)`` coil images treats every slice and
+coil independently; SENSE maps may carry leading axes of their own (one map set per
+slice, ``(S, C, H, W)``), broadcast against the batch axes of the image.
 Parameters (mask, maps) are stored once and moved/cast on the fly to the
 device and precision of the input, so the operators run unchanged on CPU or
 CUDA and in single or double precision (complex64 input -> complex64 output,
@@ -64,7 +71,9 @@ class SingleCoilMRI(LinearOperator):
 
     ``A``: ``(..., H, W) -> (..., H, W)`` complex. ``A_adjoint(y) = F^{-1}(M ⊙ y)``.
     For a 0/1 mask ``A A^H A = A`` and ``A^H`` is the Moore-Penrose
-    pseudo-inverse, so ``A_dagger = A_adjoint`` (the zero-filled reconstruction).
+    pseudo-inverse, so ``A_dagger = A_adjoint`` (the zero-filled reconstruction;
+    for already masked data ``M ⊙ y = y``, so it is ``F^{-1} y``).
+    :meth:`project` is the data-consistency step of the MRI samplers.
     """
 
     def __init__(self, mask):
@@ -96,6 +105,22 @@ class SingleCoilMRI(LinearOperator):
         """Pseudo-inverse; equals :meth:`A_adjoint` for a binary mask (zero-filled reconstruction)."""
         return self.A_adjoint(y)
 
+    def project(self, x: torch.Tensor, y: torch.Tensor, lam: float = 1.0) -> torch.Tensor:
+        """Data consistency ``F^{-1}[(1 − λM) ⊙ F x + λ y]`` of complex images ``x`` with k-space ``y``.
+
+        ``x`` and ``y`` have the same shape ``(..., H, W)`` (slices, coils, samples as leading
+        batch axes; every image is treated independently). ``y`` is measured k-space
+        (``M ⊙ y = y``). For a 0/1 mask and ``λ = 1`` the result is the orthogonal projection of
+        ``x`` onto ``{x : M ⊙ F x = y}``: measured frequencies are replaced by ``y``, unmeasured
+        ones kept, and ``project(project(x)) = project(x)``; ``λ < 1`` moves the measured
+        frequencies only the fraction ``λ`` of the way to ``y``. The mask takes the precision of
+        ``y`` (``y.real.dtype``) and is evaluated as ``k − λ M k + λ y`` with ``k = F x``.
+        """
+        _check_image_shape(x, self.shape, "x")
+        _check_image_shape(y, self.shape, "y")
+        k = fft2c(x)
+        return ifft2c(k - lam * self._mask_for(y) * k + lam * y)
+
 
 class MultiCoilMRI(LinearOperator):
     """SENSE forward model ``y_c = M ⊙ F(S_c ⊙ x)``, ``c = 1..C``.
@@ -103,19 +128,24 @@ class MultiCoilMRI(LinearOperator):
     Args:
         maps: ``(C, H, W)`` complex coil sensitivities ``S`` (numpy or torch);
             kept at their own complex precision (real maps become complex64).
+            Maps of shape ``(..., C, H, W)`` (e.g. one map set per slice,
+            ``(S, C, H, W)``) broadcast their leading axes against the batch axes
+            of the images (``(S, H, W)`` images then use the maps of their slice).
         mask: ``(H, W)`` sampling mask shared by all coils.
 
     ``A``: ``(..., H, W) -> (..., C, H, W)``;
     ``A_adjoint``: ``(..., C, H, W) -> (..., H, W)``,
     ``A^H y = Σ_c conj(S_c) ⊙ F^{-1}(M ⊙ y_c)``.
+    :meth:`coil_images` (``S ⊙ x``) and :meth:`coil_combine` (``Σ_c conj(S_c) ⊙ x_c``)
+    are the image-domain halves of ``A`` and ``A^H``.
     If the maps are RSS-normalised (``Σ_c |S_c|² = 1``) and the mask is full,
     ``A^H A = I``.
     """
 
     def __init__(self, maps, mask):
         s = maps if isinstance(maps, torch.Tensor) else torch.as_tensor(np.asarray(maps))
-        if s.ndim != 3:
-            raise ValueError(f"maps must have shape (C, H, W), got {tuple(s.shape)}")
+        if s.ndim < 3:
+            raise ValueError(f"maps must have shape (..., C, H, W), got {tuple(s.shape)}")
         if not s.is_complex():
             s = s.to(torch.complex64)
         self.maps = s
@@ -132,7 +162,7 @@ class MultiCoilMRI(LinearOperator):
 
     @property
     def n_coils(self) -> int:
-        return int(self.maps.shape[0])
+        return int(self.maps.shape[-3])
 
     def to(self, device) -> "MultiCoilMRI":
         """Return a copy whose maps and mask live on ``device``."""
@@ -148,6 +178,13 @@ class MultiCoilMRI(LinearOperator):
         """``S ⊙ x``: ``(..., H, W) -> (..., C, H, W)``."""
         _check_image_shape(x, self.shape, "x")
         return self._maps_for(x) * x.unsqueeze(-3)
+
+    def coil_combine(self, x: torch.Tensor) -> torch.Tensor:
+        """``Σ_c conj(S_c) ⊙ x_c``: ``(..., C, H, W) -> (..., H, W)`` (the adjoint of :meth:`coil_images`)."""
+        _check_image_shape(x, self.shape, "x")
+        if x.ndim < 3 or x.shape[-3] != self.n_coils:
+            raise ValueError(f"x must have shape (..., {self.n_coils}, H, W), got {tuple(x.shape)}")
+        return torch.sum(torch.conj(self._maps_for(x)) * x, dim=-3)
 
     def A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802
         k = fft2c(self.coil_images(x))

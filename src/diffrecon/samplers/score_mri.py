@@ -9,7 +9,11 @@ Notation: y = M ⊙ F x are the measurements (per coil), F the centred orthonorm
   x ← x + ε s_θ(x, σ_i) + sqrt(2ε) z   (norms per complex image: its real and imaginary
   parts share one ε)
 * data consistency (projection, λ = 1 is a hard replacement of the measured samples):
-  x ← F⁻¹[(1 − λM) ⊙ F x + λ y]
+  x ← F⁻¹[(1 − λM) ⊙ F x + λ y]   (:meth:`~diffrecon.physics.mri.SingleCoilMRI.project`)
+
+The forward models are operator objects (:mod:`diffrecon.physics.mri`): the sampler gets a
+single-coil ``SingleCoilMRI(mask)`` whose leading axes carry slices and coils (every coil image
+has its own data consistency), and for Alg. 5 a SENSE ``MultiCoilMRI(maps, mask)``.
 
 The prior sees real images only: complex images enter the network as their real and
 imaginary parts, coils as separate images, all slices, coils and parts as ONE batch per
@@ -26,9 +30,9 @@ Algorithms (Chung & Ye):
   original's complex sqrt(Σ x_c²)).
 * Alg. 5 ``hybrid``    — Alg. 4 plus, every m steps, a SENSE correction with coil maps S
   estimated by ESPIRiT **from the ACS region of the measured data** (no oracle): with
-  ρ = Σ_c S̄_c x_c and A = M F S, x_c ← x_c + λ_i S_c Aᴴ(y − A ρ). λ_i falls linearly from
-  λ_start to λ_end over the actual number of steps. (The original multiplies the coil images
-  by S a second time and uses a 2000-step λ horizon for any N; neither is copied.)
+  ρ = Σ_c S̄_c x_c and A = M F S (the SENSE operator), x_c ← x_c + λ_i S_c Aᴴ(y − A ρ). λ_i
+  falls linearly from λ_start to λ_end over the actual number of steps. (The original multiplies
+  the coil images by S a second time and uses a 2000-step λ horizon for any N; neither is copied.)
 
 Reference (``phase_reference="acs"``, the default for Alg. 3–5). The prior only knows real,
 non-negative images of unit peak, so a complex image whose phase sits far from 0 (a global
@@ -36,7 +40,7 @@ offset, the spatial phase of a receive coil), or a coil image of peak 0.5, has r
 parts the prior has never seen. The original code squashes the phase of the *data* to [0, 1] rad,
 which changes the measurements, and is not copied. Instead the sampler computes, per slice and
 coil, r = s · exp(iφ) with φ the phase of a Hann-windowed low-resolution image from the fully
-sampled ACS block of y and s the peak of the zero-filled image, and samples z = x / r, which is
+sampled ACS block of y and s the peak of the zero-filled image Aᴴy, and samples z = x / r, which is
 close to real, non-negative and of about unit peak. r is a fixed pixel-wise invertible map, so the
 projection onto {x : M F x = y} reads z ← [F⁻¹((1 − λM) ⊙ F(r ⊙ z) + λ y)] / r: the data, the
 constraint set and the estimate's image domain are unchanged. ``phase_reference="none"`` runs
@@ -56,7 +60,7 @@ import torch
 from tqdm import tqdm
 
 from diffrecon.devices import use_bf16
-from diffrecon.physics.fft import fft2c, ifft2c
+from diffrecon.physics.mri import MultiCoilMRI, SingleCoilMRI
 from diffrecon.samplers.pc import langevin, reverse_diffusion, timed_call
 
 ALGORITHMS = ("real", "complex", "ssos", "hybrid")
@@ -87,19 +91,15 @@ class SamplerConfig:
         return cls(**d)
 
 
-def data_consistency(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, lam: float = 1.0) -> torch.Tensor:
-    """x ← F⁻¹[(1 − λM) F x + λ y] for complex images x (..., H, W) and measured k-space y (same shape)."""
-    k = fft2c(x)
-    return ifft2c(k - lam * mask * k + lam * y)
-
-
-def acs_reference(y: torch.Tensor, acs_width: int) -> torch.Tensor:
+def acs_reference(y: torch.Tensor, op: SingleCoilMRI, acs_width: int) -> torch.Tensor:
     """Reference r = s · exp(i∠x_low) of each image in ``y`` (..., H, W): complex, same shape.
 
-    x_low = F⁻¹[w ⊙ y], w a separable Hann window over the centred ``acs_width`` × ``acs_width``
-    block (zero elsewhere), so only fully sampled k-space enters and the phase is smooth;
-    s = max |F⁻¹ y|, the peak of the zero-filled image (one positive number per slice and coil).
-    x / r is then close to real, non-negative and of about unit peak, like the prior's images.
+    ``op`` is the single-coil operator of ``y`` (leading axes of ``y`` are its batch axes).
+    x_low = Aᴴ(w ⊙ y) = F⁻¹[w ⊙ y] (y is measured, M ⊙ y = y), w a separable Hann window over the
+    centred ``acs_width`` × ``acs_width`` block (zero elsewhere), so only fully sampled k-space
+    enters and the phase is smooth; s = max |Aᴴ y|, the peak of the zero-filled image (one
+    positive number per slice and coil). x / r is then close to real, non-negative and of about
+    unit peak, like the prior's images.
     """
     h, w = y.shape[-2:]
     a = int(max(3, min(acs_width, h, w)))
@@ -107,9 +107,9 @@ def acs_reference(y: torch.Tensor, acs_width: int) -> torch.Tensor:
     win = torch.zeros((h, w), dtype=y.real.dtype, device=y.device)
     r0, c0 = h // 2 - a // 2, w // 2 - a // 2
     win[r0:r0 + a, c0:c0 + a] = win1[:, None] * win1[None, :]
-    low = ifft2c(y * win)
+    low = op.A_adjoint(y * win)
     mag = low.abs()
-    zf_peak = ifft2c(y).abs().amax(dim=(-2, -1), keepdim=True)
+    zf_peak = op.A_adjoint(y).abs().amax(dim=(-2, -1), keepdim=True)
     scale = torch.where(zf_peak > 0, zf_peak, torch.ones_like(zf_peak))
     phase = torch.where(mag > 1e-6 * mag.amax(dim=(-2, -1), keepdim=True), low / mag.clamp_min(1e-30),
                         torch.ones((), dtype=y.dtype, device=y.device))
@@ -134,7 +134,9 @@ def _from_batch(b: torch.Tensor, shape: torch.Size, real_only: bool) -> torch.Te
 
 
 class ScoreMRISampler:
-    """Posterior sampler of one volume: ``y`` (S, [C,] H, W) complex measured k-space, ``mask`` (H, W)."""
+    """Posterior sampler of one volume: ``y`` (S, [C,] H, W) complex measured k-space, ``op`` its
+    single-coil operator ``SingleCoilMRI(mask)`` (slices and coils are batch axes), for Alg. 5
+    also ``sense_op`` = ``MultiCoilMRI(maps, mask)`` with maps (C, H, W) or (S, C, H, W)."""
 
     def __init__(self, score_fn: ScoreFn, sde, cfg: SamplerConfig):
         self.score_fn = score_fn
@@ -162,21 +164,29 @@ class ScoreMRISampler:
         return [float(s) for s in self.sde.sigma(self.sde.time_grid(self.cfg.n_steps))] + [0.0]
 
     # ------------------------------------------------------------------ algorithms
-    def sample(self, y: torch.Tensor, mask: torch.Tensor, algorithm: str, maps: torch.Tensor | None = None,
+    def sample(self, y: torch.Tensor, op: SingleCoilMRI, algorithm: str, sense_op: MultiCoilMRI | None = None,
                seed: int | None = None) -> torch.Tensor:
-        """One posterior sample; returns the complex image(s) of the last iterate, shape of ``y``."""
+        """One posterior sample; returns the complex image(s) of the last iterate, shape of ``y``.
+
+        ``y``: measured k-space, (S, H, W) for ``real`` / ``complex``, (S, C, H, W) for ``ssos`` /
+        ``hybrid``. ``op``: the single-coil operator (:class:`~diffrecon.physics.mri.SingleCoilMRI`)
+        applied to every image of ``y`` (its data consistency is :meth:`~SingleCoilMRI.project`).
+        ``sense_op``: the SENSE operator of the coils (``hybrid`` only; same mask as ``op``), maps
+        (C, H, W) or one set per slice (S, C, H, W).
+        """
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm '{algorithm}' is not one of {', '.join(ALGORITHMS)}")
-        if algorithm == "hybrid" and maps is None:
-            raise ValueError("the hybrid algorithm needs coil maps")
+        if not hasattr(op, "project"):
+            raise TypeError(f"op must be a single-coil MRI operator (SingleCoilMRI), got {type(op).__name__}")
+        if algorithm == "hybrid" and sense_op is None:
+            raise ValueError("the hybrid algorithm needs a SENSE operator (coil maps)")
         cfg = self.cfg
         gen = torch.Generator(device=y.device).manual_seed(cfg.seed if seed is None else seed)
         real_only = algorithm == "real"
-        mask = mask.to(y.real.dtype)
         sig = self.sigmas()
         if cfg.phase_reference not in ("acs", "none"):
             raise ValueError(f"phase_reference '{cfg.phase_reference}' is not one of acs, none")
-        ref = acs_reference(y, cfg.acs_width) if not real_only and cfg.phase_reference == "acs" else None
+        ref = acs_reference(y, op, cfg.acs_width) if not real_only and cfg.phase_reference == "acs" else None
 
         def to_x(v: torch.Tensor) -> torch.Tensor:          # sampled variable → image
             return v if ref is None else ref * v
@@ -186,7 +196,7 @@ class ScoreMRISampler:
 
         def dc(v: torch.Tensor, lam: float = cfg.dc_lambda) -> torch.Tensor:
             """Projection onto {M F x = y}, applied to the image of the sampled variable."""
-            v = to_z(data_consistency(to_x(v), y, mask, lam))
+            v = to_z(op.project(to_x(v), y, lam))
             return torch.complex(v.real, torch.zeros_like(v.real)) if real_only else v
 
         # x_0 = σ_0 (z_r + i z_i) in the sampled variable (z_i = 0 for Alg. 2); Alg. 2/3 then fill
@@ -207,14 +217,16 @@ class ScoreMRISampler:
                 x = dc(_from_batch(self._corrector(_to_batch(x, False), sig[i], gen, 2), x.shape, False))
                 if algorithm == "hybrid" and (i + 1) % cfg.hybrid_every == 0:
                     lam = cfg.hybrid_lambda[0] + (cfg.hybrid_lambda[1] - cfg.hybrid_lambda[0]) * i / max(cfg.n_steps - 1, 1)
-                    x = to_z(sense_correction(to_x(x), y, mask, maps, lam))
+                    x = to_z(sense_correction(to_x(x), y, sense_op, lam))
         return to_x(x)
 
-    def reconstruct(self, y: torch.Tensor, mask: torch.Tensor, algorithm: str, maps=None) -> dict:
-        """K posterior samples → ``mean`` and ``std`` of the magnitude images (S, H, W), and ``samples``."""
+    def reconstruct(self, y: torch.Tensor, op: SingleCoilMRI, algorithm: str,
+                    sense_op: MultiCoilMRI | None = None) -> dict:
+        """K posterior samples (arguments as :meth:`sample`) → ``mean`` and ``std`` of the magnitude
+        images (S, H, W), and ``samples``."""
         mags = []
         for k in range(self.cfg.n_samples):
-            x = self.sample(y, mask, algorithm, maps, seed=self.cfg.seed * 1000 + k)
+            x = self.sample(y, op, algorithm, sense_op, seed=self.cfg.seed * 1000 + k)
             mags.append(magnitude(x, algorithm))
         stack = torch.stack(mags)
         return {"mean": stack.mean(0), "std": stack.std(0, unbiased=False), "samples": stack, "nfe": self.nfe}
@@ -227,12 +239,14 @@ def magnitude(x: torch.Tensor, algorithm: str) -> torch.Tensor:
     return x.abs()
 
 
-def sense_correction(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor, lam: float) -> torch.Tensor:
-    """x_c ← x_c + λ S_c Aᴴ(y − A ρ), ρ = Σ_c S̄_c x_c, A = M F S; x, y: (S, C, H, W), maps (C, H, W)."""
-    rho = (maps.conj() * x).sum(dim=-3, keepdim=True)
-    resid = y - mask * fft2c(maps * rho)
-    grad = (maps.conj() * ifft2c(mask * resid)).sum(dim=-3, keepdim=True)
-    return x + lam * maps * grad
+def sense_correction(x: torch.Tensor, y: torch.Tensor, op: MultiCoilMRI, lam: float) -> torch.Tensor:
+    """x_c ← x_c + λ S_c Aᴴ(y − A ρ), ρ = Σ_c S̄_c x_c, A = M F S the SENSE operator ``op``.
+
+    x, y: (S, C, H, W) coil images and measured k-space; ``op.maps`` (C, H, W) or (S, C, H, W).
+    """
+    rho = op.coil_combine(x)                                    # (S, H, W)
+    grad = op.A_adjoint(y - op.A(rho)).unsqueeze(-3)            # (S, 1, H, W)
+    return x + lam * op.maps * grad
 
 
 # ---------------------------------------------------------------------------- pipeline entry
@@ -280,13 +294,15 @@ def reconstruct_volume(kspace, mask, coil_mode: str, method: str, network, sde, 
         raise ValueError(f"method '{method}' does not apply to coil mode '{coil_mode}'")
     y = torch.from_numpy(np.ascontiguousarray(kspace)).to(device=device, dtype=torch.complex64)
     m = torch.from_numpy(np.asarray(mask, dtype=np.float32)).to(device)
-    maps = None
+    op = SingleCoilMRI(m)
+    sense_op = None
     if algorithm == "hybrid":
         from diffrecon.physics.sensitivity import espirit_maps
 
         maps = torch.from_numpy(np.stack([espirit_maps(k, calib_width=acs_width) for k in kspace])).to(device)
+        sense_op = MultiCoilMRI(maps, m)                        # one map set per slice: (S, C, H, W)
     cfg = dataclasses.replace(cfg, acs_width=int(acs_width))
     sampler = ScoreMRISampler(network_score_fn(network, batch_limit, cfg.precision), sde, cfg)
-    out = sampler.reconstruct(y, m, algorithm, maps)
+    out = sampler.reconstruct(y, op, algorithm, sense_op)
     return {"mean": out["mean"].cpu().numpy(), "std": out["std"].cpu().numpy(), "nfe": sampler.nfe,
             "network_seconds": sampler.network_seconds}
