@@ -69,7 +69,7 @@ def test_one_cell_builds_only_its_chain(tmp_path):
     stats = proc.stdout.split("Job stats:")[1].split("\n\n")[0]
     jobs = {ln.split()[0]: int(ln.split()[1]) for ln in stats.splitlines()
             if len(ln.split()) == 2 and ln.split()[1].isdigit()}
-    assert jobs == {"prepare_dataset": 1, "simulate_ct": 1, "reconstruct_ct": 1, "evaluate": 1, "total": 4}
+    assert jobs == {"prepare_dataset": 1, "simulate_ct": 1, "reconstruct": 1, "evaluate": 1, "total": 4}
 
 
 def test_tables_and_figures_exist(tiny_run):
@@ -142,7 +142,7 @@ def test_configfile_replaces_the_demo_config(tmp_path):
     """A paper config given with --configfile must not inherit the demo's MRI matrix."""
     proc = snakemake("-n", "--configfile", str(ROOT / "config" / "paper" / "aapm.yaml"), cwd=tmp_path)
     stats = proc.stdout.split("Job stats:")[1].split("\n\n")[0]
-    assert "simulate_ct" in stats and "reconstruct_mri" not in stats and "simulate_mri" not in stats
+    assert "simulate_ct" in stats and "train_unet" not in stats and "simulate_mri" not in stats
 
 
 def test_score_rules_retrain_end_to_end(tmp_path):
@@ -167,7 +167,7 @@ def test_score_rules_retrain_end_to_end(tmp_path):
     config.write_text(yaml.safe_dump(cfg))
     # one thread per job: two jobs at a time instead of one two-thread job oversubscribing the CPUs
     snakemake("results/tables/mri_image.csv", "--configfile", str(config), "--cores", "2",
-              "--set-threads", "reconstruct_mri=1", "train_score_mri=1", cwd=tmp_path)
+              "--set-threads", "reconstruct=1", "train_score_mri=1", cwd=tmp_path)
 
     results = tmp_path / "results"
     sidecar = json.loads((results / "models" / "score_mri" / "demo_brain" / "model.json").read_text())
@@ -214,7 +214,7 @@ def test_ct_diffusion_rules_retrain_end_to_end(tmp_path):
     config = tmp_path / "ct.yaml"
     config.write_text(yaml.safe_dump(cfg))
     snakemake("results/tables/ct_axial.csv", "results/tables/ct_ablation_steps.md", "--configfile", str(config),
-              "--cores", "2", "--set-threads", "reconstruct_ct=1", "reconstruct_ct_ablation=1", "train_ct_prior=1",
+              "--cores", "2", "--set-threads", "reconstruct=1", "reconstruct_ct_ablation=1", "train_ct_prior=1",
               "train_fbp_unet=1", cwd=tmp_path)
 
     results = tmp_path / "results"

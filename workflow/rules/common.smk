@@ -3,10 +3,16 @@
 # Stage files (data.smk, mri.smk, ct.smk, ...) hold rules only.
 
 import copy
+import os
 import sys
 from pathlib import Path
 
-from diffrecon import methods
+try:
+    from diffrecon import methods
+except ImportError:
+    sys.stderr.write("diffrecon is not installed in the Python running snakemake: run `make venv` and use "
+                     ".venv/bin/snakemake, or `pip install -e .` in your environment\n")
+    sys.exit(1)
 from diffrecon.config import ConfigError, validate_config
 from diffrecon.experiment import VIEWS, Experiment
 from diffrecon.settings import MRISetting
@@ -28,6 +34,10 @@ except ConfigError as err:
     sys.exit(1)
 
 X = Experiment(config)
+
+# Where the package lives: envs/diffrecon.post-deploy.sh installs it into the conda environment
+# that `--use-conda` creates (the rules' scripts import diffrecon like any installed package).
+os.environ.setdefault("DIFFRECON_ROOT", str(Path(workflow.basedir)))
 RESULTS = config["results_dir"]
 ENV = "../../envs/diffrecon.yaml"
 

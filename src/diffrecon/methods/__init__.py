@@ -93,7 +93,7 @@ def register(method: Method) -> Method:
 for _m in (
     # ------------------------------------------------------------------------------------ MRI
     Method("zero_filled", "mri", "classical", "diffrecon.methods.zero_filled",
-           "|F⁻¹y| (RSS over coils)"),
+           "magnitude of F⁻¹y (RSS over coils)"),
     Method("tv", "mri", "classical", "diffrecon.methods.tv",
            "total variation, sigpy PDHG; multi-coil maps by ESPIRiT from the ACS",
            defaults={"lam": 0.01, "iterations": 300, "seed": 0}),

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Run by `snakemake --use-conda` once, right after it creates the environment of
+# envs/diffrecon.yaml: installs the diffrecon package itself (editable, no dependencies: the
+# environment file pins them) from the repository whose Snakefile is running. The workflow
+# exports that location as DIFFRECON_ROOT (workflow/rules/common.smk).
+set -euo pipefail
+: "${DIFFRECON_ROOT:?not set: run this through the diffrecon Snakefile}"
+python -m pip install --no-deps -e "$DIFFRECON_ROOT"
