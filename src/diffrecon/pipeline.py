@@ -195,11 +195,13 @@ def reconstruct_mri(measurements, method: str, out_path, params: dict | None = N
 
 def _learned_mri_runner(method, setting, mask, params, model, acs):
     """A function kspace → {mean, std} for a score method ({mean} for ``unet``), with the network loaded once."""
-    from diffrecon.diffusion.recipes import load_score_network, pick_device
+    from diffrecon.devices import pick_device
+    from diffrecon.models.loading import load_score_network
     from diffrecon.samplers.score_mri import ALGORITHM_OF, SamplerConfig, reconstruct_volume
 
     if method == "unet":
-        from diffrecon.baselines.unet import load_unet, unet_reconstruct
+        from diffrecon.baselines.unet import unet_reconstruct
+        from diffrecon.models.loading import load_unet
 
         if model is None:
             raise ValueError("method 'unet' needs a trained U-Net (checkpoint path)")
@@ -330,8 +332,8 @@ def reconstruct_ct(measurements, method: str, out_path, params: dict | None = No
 def _fbp_unet_runner(model, setting: str, geom, params: dict):
     """sinogram → f(FBP(y)) with the FBP-U-Net trained for ``setting`` loaded once."""
     from diffrecon.baselines.fbp_unet import fbp_unet_reconstruct
-    from diffrecon.baselines.unet import load_unet
     from diffrecon.devices import pick_device
+    from diffrecon.models.loading import load_unet
 
     if model is None:
         raise ValueError("method 'fbp_unet' needs a trained FBP-U-Net (checkpoint path)")

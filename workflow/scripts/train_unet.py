@@ -8,8 +8,8 @@ import torch  # noqa: E402
 
 from diffrecon.baselines.unet import MaskSpec, train_unet  # noqa: E402
 from diffrecon.data.datasets import load_manifest  # noqa: E402
-from diffrecon.diffusion.checkpoint import publish_checkpoint  # noqa: E402
 from diffrecon.logs import log_to  # noqa: E402
+from diffrecon.models.checkpoint import publish_checkpoint  # noqa: E402
 
 with log_to(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)

@@ -53,11 +53,11 @@ def ct_diffusion_runner(method: str, model, geometry, params: dict | None = None
     import torch
 
     from diffrecon.devices import pick_device
-    from diffrecon.diffusion.recipes import load_ct_prior
+    from diffrecon.models.inference import network_fn
+    from diffrecon.models.loading import load_ct_prior
     from diffrecon.physics.ct import ParallelBeamCT
-    from diffrecon.samplers.diffusion_blend import BlendConfig, DiffusionBlendSampler, network_eps_fn
+    from diffrecon.samplers.diffusion_blend import BlendConfig, DiffusionBlendSampler
     from diffrecon.samplers.diffusion_mbir import DiffusionMBIRSampler, MBIRConfig
-    from diffrecon.samplers.score_mri import network_score_fn
 
     if model is None:
         raise ValueError(f"method '{method}' needs a trained {METHOD_PRIOR.get(method, '?')} prior (checkpoint path)")
@@ -74,10 +74,10 @@ def ct_diffusion_runner(method: str, model, geometry, params: dict | None = None
         y = torch.from_numpy(np.ascontiguousarray(sinogram, dtype=np.float32)).to(dev)
         shape = (y.shape[0], geometry.n, geometry.n)
         if kind == "score":
-            sampler = DiffusionMBIRSampler(network_score_fn(net, settings.get("batch_limit", 64), precision), process,
+            sampler = DiffusionMBIRSampler(network_fn(net, precision, settings.get("batch_limit", 64)), process,
                                            MBIRConfig.from_dict(settings))
         else:
-            sampler = DiffusionBlendSampler(network_eps_fn(net, precision), process,
+            sampler = DiffusionBlendSampler(network_fn(net, precision), process,
                                             BlendConfig.from_dict({**settings, "prior": kind}))
         out = sampler.sample(y, op.A, op.A_adjoint, shape, op.normal_columns)
         run.last = sampler
