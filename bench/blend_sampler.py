@@ -26,10 +26,11 @@ import torch
 import yaml
 
 from diffrecon.devices import pick_device
-from diffrecon.diffusion.recipes import noise_network, vp_schedule
+from diffrecon.models.inference import network_fn
+from diffrecon.models.recipes import noise_network, vp_schedule
 from diffrecon.physics.ct import CTGeometry, ParallelBeamCT
 from diffrecon.samplers.blend import blended_eps, choose_partition, per_patch_eps
-from diffrecon.samplers.diffusion_blend import BlendConfig, DiffusionBlendSampler, network_eps_fn
+from diffrecon.samplers.diffusion_blend import BlendConfig, DiffusionBlendSampler
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,7 +50,7 @@ def main() -> None:
     torch.manual_seed(0)
     cfg = demo["ct_priors"]["patch"]
     net = noise_network(cfg, args.size, 3, max(cfg.get("spacings", [1, 3])) + 1).eval().requires_grad_(False).to(device)
-    eps_fn = network_eps_fn(net, args.precision)
+    eps_fn = network_fn(net, args.precision)
     print(f"torch {torch.__version__}, {device}, {args.precision}, threads {torch.get_num_threads()}, "
           f"load {os.getloadavg()[0]:.2f}; {args.slices} slices of {args.size}^2 "
           f"(timings are unreliable while other processes use the CPUs)")

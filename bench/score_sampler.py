@@ -19,11 +19,13 @@ from pathlib import Path
 import torch
 import yaml
 
-from diffrecon.diffusion.recipes import score_network
+from diffrecon.devices import pick_device
 from diffrecon.diffusion.sde import VESDE
+from diffrecon.models.inference import network_fn
+from diffrecon.models.recipes import score_network
 from diffrecon.physics.fft import fft2c
 from diffrecon.physics.masks import make_mask
-from diffrecon.samplers.score_mri import SamplerConfig, ScoreMRISampler, network_score_fn
+from diffrecon.samplers.score_mri import SamplerConfig, ScoreMRISampler
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,8 +39,6 @@ def main() -> None:
     ap.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "auto"])
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = ap.parse_args()
-    from diffrecon.diffusion.recipes import pick_device
-
     device = pick_device(args.device)
     torch.manual_seed(0)
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())["score_mri"]
@@ -53,7 +53,7 @@ def main() -> None:
           f"(timings are unreliable while other processes use the CPUs)")
 
     def run(y_in, algorithm):
-        sampler = ScoreMRISampler(network_score_fn(net, precision=args.precision), sde,
+        sampler = ScoreMRISampler(network_fn(net, args.precision, batch_limit=256), sde,
                                   SamplerConfig(n_steps=args.steps, progress=False))
         t0 = time.perf_counter()
         sampler.sample(y_in, mask, algorithm, seed=0)

@@ -171,7 +171,7 @@ def main(argv=None) -> int:
             load_config(args.config)
             print(f"{args.config}: valid")
         elif args.command == "export-weights":
-            from diffrecon.diffusion.checkpoint import export_weights
+            from diffrecon.models.checkpoint import export_weights
 
             out = export_weights(args.checkpoint.with_suffix(""), args.output.with_suffix(""))
             print(f"{out}: written (sha256 in {out.with_suffix('.sha256').name})")

@@ -391,7 +391,7 @@ def test_score_method_with_the_shipped_weights(tmp_path):
 def test_ct_diffusion_method_with_own_checkpoint(capsys, tmp_path, ct_npy):
     """A CT diffusion method takes the prior as --model; without it the CLI stops with one line."""
     from diffrecon.data.datasets import prepare_dataset
-    from diffrecon.diffusion.recipes import train_ct_prior
+    from diffrecon.models.recipes import train_ct_prior
 
     manifest = prepare_dataset("thorax", {"modality": "ct", "source": "demo", "size": 32, "slices": 27,
                                           "volumes": {"train": 1, "test": 1}}, tmp_path / "data", seed=0)

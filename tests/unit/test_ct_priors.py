@@ -7,8 +7,9 @@ import torch
 
 from diffrecon.data.datasets import prepare_dataset
 from diffrecon.data.training_sets import ct_patches, ct_slices
-from diffrecon.diffusion.recipes import load_ct_prior, train_ct_prior
 from diffrecon.diffusion.vp import VPSchedule, vp_eps_loss
+from diffrecon.models.loading import load_ct_prior
+from diffrecon.models.recipes import train_ct_prior
 
 TINY_NET = {"channels": [8, 16], "attention": [False, False], "layers_per_block": 1, "norm_num_groups": 4}
 

@@ -1,7 +1,7 @@
-"""Tests for diffrecon.diffusion: VE-SDE, score network, DSM loss, trainer, checkpoints, recipes.
+"""Tests for diffrecon.models: the training loop, checkpoints, shipped weights, the score-MRI recipe
+and its loader.
 
-Expected values come from the definitions (sigma(t) = sigma_min (sigma_max/sigma_min)^t, the
-exact score of a point mass, the trivial predictor's loss 0.5 * H * W), from independent
+Expected values come from the definitions (the trivial predictor's loss 0.5 * H * W), from independent
 constructions (a second uninterrupted run, a network rebuilt by hand, hashlib) — never from a
 run of the code under test. Networks are tiny and runs are a few steps; torch uses one thread
 so results are bit-reproducible across processes on CPU.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import signal
 import subprocess
@@ -22,17 +21,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffrecon.diffusion import checkpoint as ckpt
-from diffrecon.diffusion.checkpoint import (
+from diffrecon.diffusion.sde import VESDE, ve_dsm_loss
+from diffrecon.models import checkpoint as ckpt
+from diffrecon.models.checkpoint import (
     install_weights,
     load_checkpoint,
     save_checkpoint,
     sha256,
     unprefixed,
 )
-from diffrecon.diffusion.networks import ScoreNetwork, UNetConfig
-from diffrecon.diffusion.sde import VESDE
-from diffrecon.diffusion.training import TrainConfig, train, ve_dsm_loss
+from diffrecon.models.networks import ScoreNetwork, UNetConfig
+from diffrecon.models.training import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[2]
 NET = {"sample_size": 16, "channels": [8, 16], "attention": [False, True], "norm_num_groups": 4,
@@ -65,78 +64,6 @@ def assert_same_tensors(a: dict, b: dict):
         assert torch.equal(a[k], b[k]), f"tensor {k} differs"
 
 
-# ----------------------------------------------------------------------------------- VESDE
-def test_vesde_endpoints_and_geometric_levels():
-    sde = VESDE(0.01, 50.0)
-    t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
-    s = sde.sigma(t)
-    assert s[0].item() == pytest.approx(0.01, rel=1e-12)
-    assert s[1].item() == pytest.approx(math.sqrt(0.01 * 50.0), rel=1e-12)   # geometric midpoint
-    assert s[2].item() == pytest.approx(50.0, rel=1e-12)
-
-    n = 7
-    levels = sde.discrete_sigmas(n)
-    assert levels.shape == (n,) and levels.dtype == torch.float64
-    assert levels[0].item() == pytest.approx(0.01, rel=1e-12)
-    assert levels[-1].item() == pytest.approx(50.0, rel=1e-12)
-    ratios = levels[1:] / levels[:-1]
-    expected_ratio = (50.0 / 0.01) ** (1 / (n - 1))
-    torch.testing.assert_close(ratios, torch.full((n - 1,), expected_ratio, dtype=torch.float64), rtol=1e-12, atol=0)
-    # the discrete levels are sigma(t) on the uniform grid k / (N - 1)
-    torch.testing.assert_close(levels, sde.sigma(torch.arange(n, dtype=torch.float64) / (n - 1)), rtol=1e-12, atol=0)
-
-    grid = sde.time_grid(5)
-    assert grid[0].item() == 1.0 and grid[-1].item() == pytest.approx(sde.eps)
-    assert bool((grid[1:] < grid[:-1]).all())
-
-
-@pytest.mark.parametrize("lo, hi", [(0.0, 1.0), (-0.1, 1.0), (1.0, 1.0), (2.0, 1.0), (float("nan"), 1.0)])
-def test_vesde_rejects_bad_noise_range(lo, hi):
-    with pytest.raises(ValueError, match="sigma_min"):
-        VESDE(lo, hi)
-
-
-# ----------------------------------------------------------------------------- ScoreNetwork
-def test_score_network_is_the_unet_output_and_broadcasts_sigma():
-    net = tiny_net().eval()
-    x = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(1))
-    s = torch.tensor([0.05, 0.7, 3.0])
-    with torch.no_grad():
-        out = net(x, s)
-        assert out.shape == x.shape
-        assert torch.equal(out, net.unet(x, s).sample)
-        full = net(x, torch.full((3,), 0.4))
-        for one in (torch.tensor([0.4]), torch.tensor(0.4), 0.4):
-            assert torch.equal(net(x, one), full)
-        # each batch element sees its own sigma: same as evaluating it alone
-        for i in range(3):
-            torch.testing.assert_close(net(x[i:i + 1], s[i:i + 1]), out[i:i + 1], rtol=1e-5, atol=1e-5)
-        assert not torch.allclose(out[0], net(x[:1], torch.tensor([3.0]))[0])   # sigma matters
-
-
-# ------------------------------------------------------------------------------- DSM loss
-class PointMassScore(torch.nn.Module):
-    """Exact score of x0 = mu perturbed by N(0, sigma^2 I): -(x - mu) / sigma^2."""
-
-    def __init__(self, mu):
-        super().__init__()
-        self.mu = mu
-
-    def forward(self, x, sigma):
-        return -(x - self.mu) / sigma.view(-1, 1, 1, 1) ** 2
-
-
-def test_dsm_loss_is_zero_for_the_exact_score_and_half_the_pixels_for_zero():
-    loss = ve_dsm_loss(VESDE(*SDE))
-    mu = blobs(1)
-    x0 = mu.expand(64, -1, -1, -1).contiguous()
-    exact = loss(PointMassScore(mu), x0, torch.Generator().manual_seed(0))
-    assert exact.item() == pytest.approx(0.0, abs=1e-3)
-    zero = loss(lambda x, s: torch.zeros_like(x), x0, torch.Generator().manual_seed(0))
-    # 0.5 * E ||z||^2 = 0.5 * 256 for z ~ N(0, I) on 16 x 16 pixels (64 * 256 samples: ~1% spread)
-    assert zero.item() == pytest.approx(128.0, rel=0.05)
-
-
 # -------------------------------------------------------------------------------- training
 def test_training_reduces_the_loss(tmp_path):
     data = blobs(32)
@@ -166,9 +93,9 @@ HELPER = r'''
 import json, sys, time
 import torch
 torch.set_num_threads(1)
-from diffrecon.diffusion.networks import ScoreNetwork, UNetConfig
-from diffrecon.diffusion.sde import VESDE
-from diffrecon.diffusion.training import TrainConfig, train, ve_dsm_loss
+from diffrecon.diffusion.sde import VESDE, ve_dsm_loss
+from diffrecon.models.networks import ScoreNetwork, UNetConfig
+from diffrecon.models.training import TrainConfig, train
 
 args = json.loads(sys.argv[1])
 data = torch.load(args["data"])
@@ -365,7 +292,7 @@ def test_load_score_network_rebuilds_the_trained_ema_network(tmp_path):
 
     from diffrecon.data.datasets import prepare_dataset
     from diffrecon.data.training_sets import magnitude_slices, tensor_hash
-    from diffrecon.diffusion import recipes
+    from diffrecon.models import loading, recipes
 
     manifest = prepare_dataset("demo_brain", TINY_MRI, tmp_path / "data", seed=0)
     stem = tmp_path / "models" / "model"
@@ -391,19 +318,19 @@ def test_load_score_network_rebuilds_the_trained_ema_network(tmp_path):
                                       layers_per_block=1)).eval()
     by_hand.load_state_dict(unprefixed("ema", tensors))
 
-    net, sde, loaded_meta = recipes.load_score_network(stem, expected_sha256=meta["sha256"])
+    net, sde, loaded_meta = loading.load_score_network(stem, expected_sha256=meta["sha256"])
     assert sde == VESDE(0.01, 10.0) and loaded_meta["step"] == 4
     assert not net.training and not any(p.requires_grad for p in net.parameters())
     x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(5))
     s = torch.tensor([0.02, 4.0])
     with torch.no_grad():
         assert torch.equal(net(x, s), by_hand(x, s))
-        raw, _, _ = recipes.load_score_network(stem, use_ema=False)
+        raw, _, _ = loading.load_score_network(stem, use_ema=False)
         by_hand.load_state_dict(unprefixed("model", tensors))
         assert torch.equal(raw(x, s), by_hand(x, s))
         assert not torch.equal(raw(x, s), net(x, s))          # EMA and raw weights differ after 4 steps
     with pytest.raises(ValueError):
-        recipes.load_score_network(stem, expected_sha256="0" * 64)
+        loading.load_score_network(stem, expected_sha256="0" * 64)
 
 
 # --------------------------------------------------------------------------- install_weights
@@ -464,7 +391,7 @@ def test_install_weights_empty_checksum_file_names_it(tmp_path):
 
 def test_publish_checkpoint_copies_a_verified_pair(tmp_path):
     """The training rules train into a side checkpoint and publish a copy as the rule output."""
-    from diffrecon.diffusion.checkpoint import publish_checkpoint
+    from diffrecon.models.checkpoint import publish_checkpoint
 
     save_checkpoint(tmp_path / "checkpoint", {"w": torch.arange(4.0)}, {"step": 7})
     out = publish_checkpoint(tmp_path / "checkpoint", tmp_path / "model" / "model")
@@ -472,3 +399,25 @@ def test_publish_checkpoint_copies_a_verified_pair(tmp_path):
     assert torch.equal(tensors["w"], torch.arange(4.0)) and meta["step"] == 7
     assert (tmp_path / "checkpoint.safetensors").is_file()          # the resumable one stays
     assert not list((tmp_path / "model").glob("*.part"))
+
+
+# --------------------------------------------------------------------------- shipped weights
+@pytest.mark.parametrize("name", ["score_mri_demo_brain", "ct_patch_demo_thorax", "ct_slice_demo_thorax",
+                                  "ct_score_demo_thorax"])
+def test_shipped_weights_load_with_their_checksum(name):
+    from diffrecon.diffusion.vp import VPSchedule
+    from diffrecon.models.loading import load_ct_prior, load_score_network
+    from diffrecon.models.networks import NoiseNetwork
+
+    stem = ROOT / "weights" / name
+    digest = stem.with_suffix(".sha256").read_text().split()[0]
+    assert digest == hashlib.sha256(stem.with_suffix(".safetensors").read_bytes()).hexdigest()
+    if name.startswith("score_mri"):
+        net, process, meta = load_score_network(stem, expected_sha256=digest)
+    else:
+        net, process, meta = load_ct_prior(stem, expected_sha256=digest)
+    kind = meta.get("kind", "score")
+    assert isinstance(net, NoiseNetwork if kind in ("patch", "slice") else ScoreNetwork)
+    assert isinstance(process, VPSchedule if kind in ("patch", "slice") else VESDE)
+    assert net.cfg.sample_size == meta["image_size"] and not net.training
+    assert all(torch.isfinite(p).all() for p in net.parameters())

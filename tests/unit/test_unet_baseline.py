@@ -12,17 +12,10 @@ import pytest
 import torch
 
 from diffrecon.baselines.mri import zero_filled
-from diffrecon.baselines.unet import (
-    ImageUNet,
-    MaskSpec,
-    fit_unet,
-    image_unet,
-    load_unet,
-    supervised_loss,
-    train_unet,
-    unet_reconstruct,
-)
+from diffrecon.baselines.unet import MaskSpec, fit_unet, supervised_loss, train_unet, unet_reconstruct
 from diffrecon.data.phantoms import head_volume
+from diffrecon.models.loading import load_unet
+from diffrecon.models.networks import ImageUNet, image_unet
 from diffrecon.physics.masks import make_mask
 
 N = 32

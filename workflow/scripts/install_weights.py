@@ -1,8 +1,8 @@
 """Rules install_weights_*: copy shipped demo weights into results/ after checking their sha256."""
 from pathlib import Path
 
-from diffrecon.diffusion.checkpoint import install_weights
 from diffrecon.logs import log_to
+from diffrecon.models.checkpoint import install_weights
 
 with log_to(snakemake.log[0]):
     install_weights(snakemake.input.weights, Path(snakemake.output.weights).with_suffix(""))

@@ -4,8 +4,8 @@ from pathlib import Path
 import torch
 
 from diffrecon.data.datasets import load_manifest
-from diffrecon.diffusion.checkpoint import publish_checkpoint
 from diffrecon.logs import log_to
+from diffrecon.models.checkpoint import publish_checkpoint
 
 with log_to(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)
@@ -15,11 +15,11 @@ with log_to(snakemake.log[0]):
     manifest = load_manifest(snakemake.input.manifest)
     device = cfg.get("device", "auto")
     if model == "score_mri":
-        from diffrecon.diffusion.recipes import train_score_mri
+        from diffrecon.models.recipes import train_score_mri
 
         train_score_mri(manifest, cfg, resumable, device=device)
     elif model == "ct_prior":
-        from diffrecon.diffusion.recipes import train_ct_prior
+        from diffrecon.models.recipes import train_ct_prior
 
         train_ct_prior(manifest, cfg, resumable, w.kind, device=device)
     elif model == "unet":

@@ -4,11 +4,12 @@ One network per CT setting (sparse view or limited angle), trained on the axial 
 (N, 1, H, W) of a dataset's train split with inputs computed once before training:
 
     x_fbp = FBP(A x0)                       (ASTRA, the setting's geometry, slice by slice)
-    x̂     = f_θ(x_fbp),  f_θ(u) = u + g_θ(u)      residual U-Net (:class:`ImageUNet`)
+    x̂     = f_θ(x_fbp),  f_θ(u) = u + g_θ(u)      residual U-Net
     loss  = mean |x̂ − x0|                    L1
 
-CT volumes live on a fixed [0, 1] scale, so no per-slice normalisation is needed. At test time
-(:func:`fbp_unet_reconstruct`) the measured sinogram's FBP goes through the network.
+f_θ is :class:`~diffrecon.models.networks.ImageUNet`. CT volumes live on a fixed [0, 1] scale, so
+no per-slice normalisation is needed. At test time (:func:`fbp_unet_reconstruct`) the measured
+sinogram's FBP goes through the network.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from diffrecon.baselines.unet import image_unet
+from diffrecon.models.networks import image_unet
 
 log = logging.getLogger("diffrecon.training")
 
@@ -43,8 +44,8 @@ def train_fbp_unet(manifest: dict, setting, cfg: dict, out_stem, device="auto", 
     """Train the FBP-U-Net of one :class:`~diffrecon.settings.CTSetting` (``cfg``: ``model``, ``train``)."""
     from diffrecon.data.training_sets import ct_slices, tensor_hash
     from diffrecon.devices import pick_device
-    from diffrecon.diffusion.networks import count_parameters
-    from diffrecon.diffusion.training import TrainConfig, train
+    from diffrecon.models.networks import count_parameters
+    from diffrecon.models.training import TrainConfig, train
 
     slices = ct_slices(manifest)
     geometry = setting.geometry(slices.shape[-1], cfg.get("projector", "linear"))

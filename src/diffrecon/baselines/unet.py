@@ -15,10 +15,10 @@ single-coil operator (:class:`~diffrecon.physics.mri.SingleCoilMRI`). The scale 
 training and test inputs alike: every input has maximum 1, whatever the volume normalisation
 of the test data; the output is multiplied back by s.
 
-g_theta is a diffusers ``UNet2DModel`` with a *positional* time embedding called at timestep 0:
-the embedding of t = 0 is a constant vector, so the time branch reduces to a learned bias per
-block and the network is a plain U-Net (no diffusion). Input centring is off (inputs are in
-[0, 1]).
+f_theta is :class:`~diffrecon.models.networks.ImageUNet`: g_theta a diffusers ``UNet2DModel`` with
+a *positional* time embedding called at timestep 0 (a constant embedding, so a plain U-Net, no
+diffusion). Input centring is off (inputs are in [0, 1]). Trained networks are rebuilt by
+:func:`~diffrecon.models.loading.load_unet`.
 
 At test time (:func:`unet_reconstruct`) the zero-filled image of the measured k-space is used
 as is: |F^-1 y| for ``magnitude``/``singlecoil`` data, RSS_c |F^-1 y_c| for ``multicoil`` data
@@ -35,12 +35,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from diffrecon.diffusion.networks import UNetConfig, build_unet, count_parameters
+from diffrecon.models.networks import count_parameters, image_unet
 from diffrecon.physics.mri import SingleCoilMRI
 
 log = logging.getLogger("diffrecon.training")
 
-__all__ = ["MaskSpec", "ImageUNet", "supervised_loss", "fit_unet", "train_unet", "load_unet", "unet_reconstruct"]
+__all__ = ["MaskSpec", "supervised_loss", "fit_unet", "train_unet", "unet_reconstruct"]
 
 
 class MaskSpec(NamedTuple):
@@ -52,32 +52,13 @@ class MaskSpec(NamedTuple):
     seed: int = 0
 
 
-class ImageUNet(nn.Module):
-    """f(u) = u + g(u, t=0) on (B, 1, H, W) images; g a positional-embedding ``UNet2DModel``."""
-
-    def __init__(self, cfg: UNetConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.unet = build_unet(cfg)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        return x + self.unet(x, t).sample
-
-
-def image_unet(model_cfg: dict, size: int) -> ImageUNet:
-    """An :class:`ImageUNet` from the config's ``model`` block (channels, attention, ...)."""
-    return ImageUNet(UNetConfig.from_dict({**model_cfg, "sample_size": size, "in_channels": 1,
-                                           "out_channels": 1, "time_embedding": "positional"}))
-
-
 def _slice_scale(x: torch.Tensor) -> torch.Tensor:
     """Per-slice maximum of (B, 1, H, W) images, (B, 1, 1, 1), floored to avoid dividing by 0."""
     return x.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-8)
 
 
 def supervised_loss(mask) -> Callable:
-    """L1 loss of the scaled residual U-Net on zero-filled inputs, for :func:`~diffrecon.diffusion.training.train`.
+    """L1 loss of the scaled residual U-Net on zero-filled inputs, for :func:`~diffrecon.models.training.train`.
 
     ``mask``: (H, W) 0/1 (numpy, tensor or :class:`~diffrecon.physics.masks.Mask`). The returned
     ``loss(model, x0, generator)`` takes clean slices x0 (B, 1, H, W) and returns
@@ -95,16 +76,17 @@ def supervised_loss(mask) -> Callable:
 
 def fit_unet(data: torch.Tensor, mask_spec, cfg: dict, out_stem, device="auto", meta: dict | None = None,
              progress: bool = True) -> dict:
-    """Train an :class:`ImageUNet` on slices ``data`` (N, 1, H, W) in [0, 1] for one mask family.
+    """Train an :class:`~diffrecon.models.networks.ImageUNet` on slices ``data`` (N, 1, H, W) in [0, 1]
+    for one mask family.
 
     ``mask_spec``: a :class:`MaskSpec` or a (kind, acceleration, acs_fraction, seed) tuple; the mask
     is built for the training size (H, W). ``cfg``: ``model`` (UNet sizes) and ``train``
-    (:class:`~diffrecon.diffusion.training.TrainConfig` fields). Checkpoints, resume, EMA and the
-    progress bar are those of :func:`~diffrecon.diffusion.training.train`; returns its sidecar.
+    (:class:`~diffrecon.models.training.TrainConfig` fields). Checkpoints, resume, EMA and the
+    progress bar are those of :func:`~diffrecon.models.training.train`; returns its sidecar.
     """
     from diffrecon.data.training_sets import tensor_hash
-    from diffrecon.diffusion.recipes import pick_device
-    from diffrecon.diffusion.training import TrainConfig, train
+    from diffrecon.devices import pick_device
+    from diffrecon.models.training import TrainConfig, train
     from diffrecon.physics.masks import make_mask
 
     spec = MaskSpec(*mask_spec)
@@ -131,19 +113,6 @@ def train_unet(manifest: dict, mask_spec, cfg: dict, out_stem, device="auto", pr
     data = magnitude_slices(manifest, "train")
     return fit_unet(data, mask_spec, cfg, out_stem, device=device, meta={"dataset": manifest["name"]},
                     progress=progress)
-
-
-def load_unet(stem, device="cpu", use_ema: bool = True, expected_sha256: str | None = None):
-    """Rebuild a trained :class:`ImageUNet` (EMA weights by default) and its sidecar metadata."""
-    from diffrecon.diffusion.checkpoint import load_checkpoint, unprefixed
-
-    tensors, meta = load_checkpoint(stem, expected_sha256)
-    if meta.get("method") != "unet":
-        raise ValueError(f"{stem}: not a U-Net checkpoint (method {meta.get('method')!r})")
-    model = image_unet(meta["model"], meta["image_size"])
-    model.load_state_dict(unprefixed("ema" if use_ema and any(k.startswith("ema.") for k in tensors) else "model",
-                                     tensors))
-    return model.to(device).eval().requires_grad_(False), meta
 
 
 @torch.no_grad()

@@ -1,1 +1,1 @@
-"""diffrecon.diffusion: SDEs, score networks, training and checkpoints shared by both methods."""
+"""diffrecon.diffusion: the diffusion processes (VE-SDE, VP schedule), their sampling steps and training losses."""

@@ -32,7 +32,7 @@ class CTDiffusionRunner(Runner):
         import torch
 
         from diffrecon.devices import pick_device
-        from diffrecon.diffusion.recipes import load_ct_prior
+        from diffrecon.models.loading import load_ct_prior
         from diffrecon.physics.ct import ParallelBeamCT
 
         settings = dict(params)
@@ -49,15 +49,14 @@ class CTDiffusionRunner(Runner):
         self._torch = torch
 
     def _sampler(self):
-        from diffrecon.samplers.diffusion_blend import BlendConfig, DiffusionBlendSampler, network_eps_fn
+        from diffrecon.models.inference import network_fn
+        from diffrecon.samplers.diffusion_blend import BlendConfig, DiffusionBlendSampler
         from diffrecon.samplers.diffusion_mbir import DiffusionMBIRSampler, MBIRConfig
-        from diffrecon.samplers.score_mri import network_score_fn
 
         if self.kind == "score":
-            return DiffusionMBIRSampler(network_score_fn(self.network, self.settings.get("batch_limit", 64),
-                                                         self.precision),
+            return DiffusionMBIRSampler(network_fn(self.network, self.precision, self.settings.get("batch_limit", 64)),
                                         self.process, MBIRConfig.from_dict(self.settings))
-        return DiffusionBlendSampler(network_eps_fn(self.network, self.precision), self.process,
+        return DiffusionBlendSampler(network_fn(self.network, self.precision), self.process,
                                      BlendConfig.from_dict({**self.settings, "prior": self.kind}))
 
     def __call__(self, sinogram: np.ndarray) -> Result:

@@ -9,8 +9,8 @@ from diffrecon.methods.runner import FunctionRunner
 
 def build(method, problem, params: dict, model=None) -> FunctionRunner:
     from diffrecon.baselines.fbp_unet import fbp_unet_reconstruct
-    from diffrecon.baselines.unet import load_unet
     from diffrecon.devices import pick_device
+    from diffrecon.models.loading import load_unet
 
     device = pick_device(params.get("device", "auto"))
     network, meta = load_unet(model, device=device)

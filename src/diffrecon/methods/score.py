@@ -14,7 +14,7 @@ from diffrecon.methods.runner import Result, Runner
 class ScoreRunner(Runner):
     def __init__(self, problem, params: dict, model, method: str):
         from diffrecon.devices import pick_device
-        from diffrecon.diffusion.recipes import load_score_network
+        from diffrecon.models.loading import load_score_network
         from diffrecon.samplers.score_mri import ALGORITHM_OF, SamplerConfig
 
         if (method, problem.coil_mode) not in ALGORITHM_OF:

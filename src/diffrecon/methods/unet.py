@@ -7,8 +7,9 @@ from diffrecon.methods.runner import FunctionRunner
 
 
 def build(method, problem, params: dict, model=None) -> FunctionRunner:
-    from diffrecon.baselines.unet import load_unet, unet_reconstruct
+    from diffrecon.baselines.unet import unet_reconstruct
     from diffrecon.devices import pick_device
+    from diffrecon.models.loading import load_unet
 
     device = pick_device(params.get("device", "auto"))
     network, _ = load_unet(model, device=device)

@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from diffrecon.diffusion.vp import VPSchedule, ddim_step, tweedie
+from diffrecon.options import Options
 from diffrecon.physics.operator import LinearOperator
 from diffrecon.samplers.admm_tv import ADMMTV
 from diffrecon.samplers.blend import blended_eps, choose_partition
@@ -36,7 +37,7 @@ EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor
 
 
 @dataclass
-class BlendConfig:
+class BlendConfig(Options):
     n_steps: int = 200
     eta: float = 0.85
     prior: str = "patch"          # patch (DiffusionBlend) | slice (DDS)
@@ -49,13 +50,10 @@ class BlendConfig:
     seed: int = 0
     progress: bool = True
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "BlendConfig":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
-
 
 class DiffusionBlendSampler:
-    """Reconstruct one volume; ``eps_fn(x (B, C, H, W), t (B,), labels (B,) | None)`` is the network."""
+    """Reconstruct one volume; ``eps_fn(x (B, C, H, W), t (B,), labels (B,) | None)`` is the network
+    (a :class:`~diffrecon.models.networks.NoiseNetwork` through :func:`~diffrecon.models.inference.network_fn`)."""
 
     def __init__(self, eps_fn: EpsFn, schedule: VPSchedule, cfg: BlendConfig):
         if cfg.prior not in ("patch", "slice"):
@@ -104,25 +102,3 @@ class DiffusionBlendSampler:
             u = dc((x0 + 1) / 2)
             x = ddim_step(2 * u - 1, eps, a_next, cfg.eta, gen)
         return u
-
-
-def network_eps_fn(network, precision: str = "float32") -> EpsFn:
-    """Wrap a :class:`~diffrecon.diffusion.networks.NoiseNetwork` for the sampler (no gradients).
-
-    The network runs in channels-last memory format (oneDNN's fast convolution layout on CPUs,
-    and the tensor-core layout on GPUs), under bfloat16 autocast when ``precision`` resolves to it.
-    """
-    from diffrecon.devices import use_bf16
-
-    dtype = next(network.parameters()).dtype
-    device_type = next(network.parameters()).device.type
-    bf16 = use_bf16(precision, device_type)
-    network = network.to(memory_format=torch.channels_last)
-
-    @torch.inference_mode()
-    def eps(x, t, labels):
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
-            out = network(x.to(dtype).contiguous(memory_format=torch.channels_last), t, labels)
-        return out.to(x.dtype).contiguous()
-
-    return eps

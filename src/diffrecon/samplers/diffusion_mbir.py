@@ -17,13 +17,14 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
+from diffrecon.options import Options
 from diffrecon.physics.operator import LinearOperator
 from diffrecon.samplers.admm_tv import ADMMTV
 from diffrecon.samplers.pc import langevin, reverse_diffusion, timed_call
 
 
 @dataclass
-class MBIRConfig:
+class MBIRConfig(Options):
     n_steps: int = 2000
     snr: float = 0.16
     n_corrector: int = 1
@@ -33,10 +34,6 @@ class MBIRConfig:
     final_kaczmarz: bool = True
     seed: int = 0
     progress: bool = True
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "MBIRConfig":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 class DiffusionMBIRSampler:

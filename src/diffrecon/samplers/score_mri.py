@@ -59,7 +59,8 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from diffrecon.devices import use_bf16
+from diffrecon.models.inference import network_fn
+from diffrecon.options import Options
 from diffrecon.physics.mri import MultiCoilMRI, SingleCoilMRI
 from diffrecon.samplers.pc import langevin, reverse_diffusion, timed_call
 
@@ -69,7 +70,7 @@ ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]   # (B,1,H,W) rea
 
 
 @dataclass
-class SamplerConfig:
+class SamplerConfig(Options):
     n_steps: int = 2000
     snr: float = 0.16
     n_corrector: int = 1
@@ -82,13 +83,6 @@ class SamplerConfig:
     phase_reference: str = "acs"          # "acs": sample x / r, r from the ACS and zero-filled data; "none"
     acs_width: int = 8                    # side of the fully sampled centre used for the phase of r
     precision: str = "float32"            # network arithmetic: float32 | bfloat16 (autocast) | auto
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SamplerConfig":
-        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        if "hybrid_lambda" in d:
-            d["hybrid_lambda"] = tuple(d["hybrid_lambda"])
-        return cls(**d)
 
 
 def acs_reference(y: torch.Tensor, op: SingleCoilMRI, acs_width: int) -> torch.Tensor:
@@ -259,28 +253,6 @@ ALGORITHM_OF = {
 }
 
 
-def network_score_fn(network, batch_limit: int = 256, precision: str = "float32") -> ScoreFn:
-    """Evaluate ``network(x, sigma)`` without gradients, in chunks of at most ``batch_limit`` images.
-
-    ``precision="bfloat16"`` runs the network under bfloat16 autocast (CPUs with AMX/AVX-512
-    bf16 and recent GPUs run it several times faster; the output is cast back to ``x``'s dtype);
-    ``"auto"`` picks bfloat16 where the device supports it natively, float32 elsewhere.
-    """
-    dtype = next(network.parameters()).dtype
-    device_type = next(network.parameters()).device.type
-    bf16 = use_bf16(precision, device_type)
-    network = network.to(memory_format=torch.channels_last)
-
-    @torch.inference_mode()
-    def score(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
-            outs = [network(xc.to(dtype).contiguous(memory_format=torch.channels_last), sc.to(dtype))
-                    for xc, sc in zip(x.split(batch_limit), sigma.split(batch_limit))]
-        return torch.cat(outs).to(x.dtype).contiguous()
-
-    return score
-
-
 def reconstruct_volume(kspace, mask, coil_mode: str, method: str, network, sde, cfg: SamplerConfig,
                        acs_width: int = 8, device="cpu", batch_limit: int = 256) -> dict:
     """Posterior mean and std (magnitude, (S, H, W) numpy) of one measured volume.
@@ -302,7 +274,7 @@ def reconstruct_volume(kspace, mask, coil_mode: str, method: str, network, sde, 
         maps = torch.from_numpy(np.stack([espirit_maps(k, calib_width=acs_width) for k in kspace])).to(device)
         sense_op = MultiCoilMRI(maps, m)                        # one map set per slice: (S, C, H, W)
     cfg = dataclasses.replace(cfg, acs_width=int(acs_width))
-    sampler = ScoreMRISampler(network_score_fn(network, batch_limit, cfg.precision), sde, cfg)
+    sampler = ScoreMRISampler(network_fn(network, cfg.precision, batch_limit), sde, cfg)
     out = sampler.reconstruct(y, op, algorithm, sense_op)
     return {"mean": out["mean"].cpu().numpy(), "std": out["std"].cpu().numpy(), "nfe": sampler.nfe,
             "network_seconds": sampler.network_seconds}

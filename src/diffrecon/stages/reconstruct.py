@@ -22,7 +22,7 @@ log = logging.getLogger("diffrecon")
 def provenance(method: str, params: dict, model=None) -> dict:
     """What produced a reconstruction: hash of the resolved parameters, model checkpoint sha256,
     commit of the code, library versions."""
-    from diffrecon.diffusion.checkpoint import config_hash, git_commit, library_versions, sha256
+    from diffrecon.models.checkpoint import config_hash, git_commit, library_versions, sha256
 
     out = {"method": method, "params_hash": config_hash(params), "commit": git_commit(),
            "versions": library_versions(), "seed": params.get("seed")}

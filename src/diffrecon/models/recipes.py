@@ -1,4 +1,9 @@
-"""Training recipes: which data, network, SDE and loss each method's prior uses."""
+"""Training recipes: which data, network, diffusion process and loss each method's prior uses.
+
+The builders (:func:`score_network`, :func:`noise_network`, :func:`vp_schedule`) turn a config
+block (or a checkpoint sidecar, which records the same block) into a network or schedule;
+:mod:`diffrecon.models.loading` uses them to rebuild trained priors.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,18 @@ import logging
 
 import torch
 
-from diffrecon.devices import pick_device  # noqa: F401  (re-exported)
 from diffrecon.data.training_sets import ct_patches, ct_slices, magnitude_slices, tensor_hash
-from diffrecon.diffusion.networks import NoiseNetwork, ScoreNetwork, UNetConfig, count_parameters
-from diffrecon.diffusion.sde import VESDE
-from diffrecon.diffusion.training import TrainConfig, train, ve_dsm_loss
+from diffrecon.devices import pick_device
+from diffrecon.diffusion.sde import VESDE, ve_dsm_loss
 from diffrecon.diffusion.vp import VPSchedule, vp_eps_loss
+from diffrecon.models.networks import NoiseNetwork, ScoreNetwork, UNetConfig, count_parameters
+from diffrecon.models.training import TrainConfig, train
 
 log = logging.getLogger("diffrecon.training")
 
 
 def score_network(cfg: dict, size: int) -> ScoreNetwork:
+    """The one-channel VE :class:`ScoreNetwork` of ``size`` × ``size`` images; ``cfg["model"]``: UNet sizes."""
     return ScoreNetwork(UNetConfig.from_dict({**cfg["model"], "sample_size": size, "in_channels": 1,
                                               "out_channels": 1, "time_embedding": "fourier"}))
 
@@ -39,26 +45,17 @@ def train_score_mri(manifest: dict, cfg: dict, out_stem, device: str = "auto", p
                  device=dev, progress=progress)
 
 
-def load_score_network(stem, expected_sha256: str | None = None, use_ema: bool = True, device="cpu"):
-    """Rebuild a trained :class:`ScoreNetwork` (EMA weights by default) and its SDE from a checkpoint."""
-    from diffrecon.diffusion.checkpoint import load_checkpoint, unprefixed
-
-    tensors, meta = load_checkpoint(stem, expected_sha256)
-    model = score_network({"model": meta["model"]}, meta["image_size"])
-    weights = unprefixed("ema" if use_ema and any(k.startswith("ema.") for k in tensors) else "model", tensors)
-    model.load_state_dict(weights)
-    sde = VESDE(meta["sde"]["sigma_min"], meta["sde"]["sigma_max"])
-    return model.to(device).eval().requires_grad_(False), sde, meta
-
-
 # ------------------------------------------------------------------------------------ CT priors
 def noise_network(cfg: dict, size: int, channels: int, n_labels: int | None) -> NoiseNetwork:
+    """The VP :class:`NoiseNetwork` of ``channels``-channel ``size`` × ``size`` images, with
+    ``n_labels`` class-label slots (None: unconditional); ``cfg["model"]``: UNet sizes."""
     return NoiseNetwork(UNetConfig.from_dict({**cfg["model"], "sample_size": size, "in_channels": channels,
                                               "out_channels": channels, "time_embedding": "positional",
                                               "num_class_embeds": n_labels}))
 
 
 def vp_schedule(cfg: dict) -> VPSchedule:
+    """The :class:`VPSchedule` of ``cfg["schedule"]`` (β_start, β_end, T; the papers' defaults)."""
     s = cfg.get("schedule", {})
     return VPSchedule(s.get("beta_start", 1e-4), s.get("beta_end", 0.02), s.get("n_train_steps", 1000))
 
@@ -104,25 +101,3 @@ def train_ct_prior(manifest: dict, cfg: dict, out_stem, kind: str, device: str =
     meta = {"method": f"ct_{kind}", "kind": kind, "model": cfg["model"], "image_size": data.shape[-1],
             "dataset": manifest["name"], "data_hash": tensor_hash(data), "n_train_images": len(data), **extra}
     return train(model, inputs, loss, tcfg, out_stem, meta=meta, device=dev, progress=progress, labels=labels)
-
-
-def load_ct_prior(stem, expected_sha256: str | None = None, use_ema: bool = True, device="cpu"):
-    """Rebuild a trained CT prior: (network, VPSchedule or VESDE, meta)."""
-    from diffrecon.diffusion.checkpoint import load_checkpoint, unprefixed
-
-    tensors, meta = load_checkpoint(stem, expected_sha256)
-    kind = meta.get("kind")
-    if kind == "patch":
-        model = noise_network({"model": meta["model"]}, meta["image_size"], 3, max(meta["spacings"]) + 1)
-        process = vp_schedule(meta)
-    elif kind == "slice":
-        model = noise_network({"model": meta["model"]}, meta["image_size"], 1, None)
-        process = vp_schedule(meta)
-    elif kind == "score":
-        model = score_network({"model": meta["model"]}, meta["image_size"])
-        process = VESDE(meta["sde"]["sigma_min"], meta["sde"]["sigma_max"])
-    else:
-        raise ValueError(f"{stem}: not a CT prior checkpoint (kind {kind!r})")
-    weights = unprefixed("ema" if use_ema and any(k.startswith("ema.") for k in tensors) else "model", tensors)
-    model.load_state_dict(weights)
-    return model.to(device).eval().requires_grad_(False), process, meta

@@ -1,4 +1,4 @@
-"""Training loop shared by the score (VE) and noise-prediction (VP) priors.
+"""The training loop of every learned prior and baseline network.
 
 Deterministic and resumable: the minibatch and the noise of step k are drawn from a
 generator seeded with (seed, k), so a run killed after its checkpoint at step k and resumed
@@ -8,10 +8,11 @@ shorter one). Adam with linear warm-up,
 gradient-norm clipping, and an EMA of the weights with the warm-up
 decay_k = min(decay, (1 + k) / (10 + k)). Progress (loss) is shown with tqdm.
 
-Loss functions take ``(model, x0, generator)`` and return the mean loss of the batch:
+Loss functions take ``(model, x0, generator)`` (plus the batch's labels when the training set
+has labels) and return the mean loss of the batch; the diffusion losses live next to their
+processes:
 
-* :func:`ve_dsm_loss` — continuous denoising score matching with sigma^2 weighting,
-  t ~ U(eps, 1), x_t = x0 + sigma(t) z,  loss = 0.5 * sum_pixels (sigma s_theta(x_t, sigma) + z)^2.
+* :func:`diffrecon.diffusion.sde.ve_dsm_loss` — denoising score matching of the VE priors;
 * :func:`diffrecon.diffusion.vp.vp_eps_loss` — ε-prediction MSE of the VP (DDPM) priors, with
   optional class labels (DiffusionBlend's slice spacing).
 """
@@ -30,7 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from diffrecon.devices import use_bf16
-from diffrecon.diffusion.checkpoint import (
+from diffrecon.models.checkpoint import (
     config_hash,
     git_commit,
     library_versions,
@@ -39,12 +40,15 @@ from diffrecon.diffusion.checkpoint import (
     save_checkpoint,
     unprefixed,
 )
+from diffrecon.options import Options
 
 log = logging.getLogger("diffrecon.training")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Options):
+    """Optimisation settings of :func:`train` (the ``train`` block of a prior's config)."""
+
     steps: int = 1000
     batch_size: int = 16
     lr: float = 2e-4
@@ -54,24 +58,6 @@ class TrainConfig:
     checkpoint_every: int = 250
     seed: int = 0
     precision: str = "float32"     # float32 | bfloat16 (autocast of the forward pass) | auto
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
-
-
-def ve_dsm_loss(sde) -> Callable:
-    """sigma^2-weighted continuous DSM loss for a VE score network ``model(x, sigma)``."""
-
-    def loss(model: nn.Module, x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        b = x0.shape[0]
-        t = torch.rand(b, generator=gen, dtype=torch.float64).to(x0) * (1 - sde.eps) + sde.eps
-        sigma = sde.sigma(t)
-        z = torch.randn(x0.shape, generator=gen, dtype=x0.dtype).to(x0.device)
-        score = model(x0 + sigma.view(-1, 1, 1, 1) * z, sigma)
-        return 0.5 * ((sigma.view(-1, 1, 1, 1) * score + z) ** 2).flatten(1).sum(1).mean()
-
-    return loss
 
 
 def _optimizer_tensors(opt: torch.optim.Adam) -> dict:

@@ -1,4 +1,8 @@
-"""Score and noise-prediction networks built on diffusers' ``UNet2DModel``.
+"""The networks of the learned methods, all built on diffusers' ``UNet2DModel``.
+
+* :class:`ScoreNetwork` — s_θ(x, σ) of a VE prior (score-MRI, DiffusionMBIR);
+* :class:`NoiseNetwork` — ε_θ(x_t, t, y) of a VP prior (DiffusionBlend, DDS);
+* :class:`ImageUNet` — f(u) = u + g(u) of the supervised baselines (U-Net, FBP-U-Net).
 
 score-MRI uses an NCSN++-style network: Fourier features of log(sigma) as the time
 embedding and an output divided by sigma. diffusers expresses both with
@@ -16,9 +20,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from diffrecon.options import Options
+
 
 @dataclass
-class UNetConfig:
+class UNetConfig(Options):
     """Architecture of a :class:`~diffusers.UNet2DModel` (sizes come from the pipeline config)."""
 
     sample_size: int = 64
@@ -33,19 +39,13 @@ class UNetConfig:
     dropout: float = 0.0
     extra: dict = field(default_factory=dict)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "UNetConfig":
-        d = dict(d)
-        for key in ("channels", "attention"):
-            if key in d:
-                d[key] = tuple(d[key])
-        return cls(**d)
-
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def build_unet(cfg: UNetConfig):
+    """The ``UNet2DModel`` of ``cfg``: one down/up block per entry of ``channels``, with attention
+    where ``attention`` says so; inputs and outputs (B, in/out_channels, sample_size, sample_size)."""
     from diffusers import UNet2DModel
 
     if len(cfg.channels) != len(cfg.attention):
@@ -85,10 +85,6 @@ class ScoreNetwork(nn.Module):
         return self.unet(x, sigma).sample        # UNet2DModel(fourier) already divides by sigma
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 class NoiseNetwork(nn.Module):
     """ε_θ(x_t, t, y) for VP diffusion; x: (B, C, H, W) in [−1, 1], t: (B,) integer steps,
     y: (B,) integer class labels or None (DiffusionBlend: the slice spacing of a 3-slice patch,
@@ -110,3 +106,32 @@ class NoiseNetwork(nn.Module):
         if labels is not None:
             labels = torch.as_tensor(labels, device=x.device).reshape(-1).expand(x.shape[0])
         return self.unet(x, t, class_labels=labels).sample
+
+
+class ImageUNet(nn.Module):
+    """f(u) = u + g(u, t=0) on (B, C, H, W) images; g a positional-embedding ``UNet2DModel``.
+
+    The embedding of t = 0 is a constant vector, so the time branch reduces to a learned bias per
+    block and g is a plain U-Net (no diffusion).
+    """
+
+    def __init__(self, cfg: UNetConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.unet = build_unet(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        return x + self.unet(x, t).sample
+
+
+def image_unet(model_cfg: dict, size: int) -> ImageUNet:
+    """A one-channel :class:`ImageUNet` of ``size`` × ``size`` images from a config's ``model`` block
+    (channels, attention, ...); input centring is off (inputs are in [0, 1])."""
+    return ImageUNet(UNetConfig.from_dict({**model_cfg, "sample_size": size, "in_channels": 1,
+                                           "out_channels": 1, "time_embedding": "positional"}))
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of scalar parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters())
