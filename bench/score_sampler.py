@@ -23,8 +23,8 @@ from diffrecon.devices import pick_device
 from diffrecon.diffusion.sde import VESDE
 from diffrecon.models.inference import network_fn
 from diffrecon.models.recipes import score_network
-from diffrecon.physics.fft import fft2c
 from diffrecon.physics.masks import make_mask
+from diffrecon.physics.mri import SingleCoilMRI
 from diffrecon.samplers.score_mri import SamplerConfig, ScoreMRISampler
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,8 @@ def main() -> None:
     sde = VESDE(cfg["sde"]["sigma_min"], cfg["sde"]["sigma_max"])
     mask = torch.from_numpy(make_mask("gaussian1d", (args.size, args.size), 4, 0.08, seed=0).array).to(device)
     x = torch.randn(args.slices, args.coils, args.size, args.size, dtype=torch.complex64).to(device)
-    y = mask * fft2c(x)
+    op = SingleCoilMRI(mask)
+    y = op.A(x)
     print(f"torch {torch.__version__}, {device}, {args.precision}, threads {torch.get_num_threads()}, "
           f"load {os.getloadavg()[0]:.2f}; "
           f"{args.slices} slices x {args.coils} coils, {args.size}^2, {args.steps} steps "
@@ -56,7 +57,7 @@ def main() -> None:
         sampler = ScoreMRISampler(network_fn(net, args.precision, batch_limit=256), sde,
                                   SamplerConfig(n_steps=args.steps, progress=False))
         t0 = time.perf_counter()
-        sampler.sample(y_in, mask, algorithm, seed=0)
+        sampler.sample(y_in, op, algorithm, seed=0)
         return time.perf_counter() - t0, sampler.network_seconds
 
     run(y[:, 0], "complex")                                   # warm-up
