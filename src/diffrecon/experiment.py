@@ -140,7 +140,89 @@ class Experiment:
             runs.append(first.setdefault(key, v))
         return runs
 
+    def ablation_max_cases(self, modality: str) -> int | None:
+        a = self.ablation() if modality == "ct" else self.mri_ablation()
+        return (a or {}).get("max_cases")
+
     def ablation_where(self) -> str:
         a = self.ablation() or {}
         n = a.get("max_cases")
         return f"{a.get('dataset')} · {a.get('setting')} · {f'first {n}' if n else 'all'} test volume(s)"
+
+    # ------------------------------------------------------------------ MRI steps ablation
+    def mri_ablation(self) -> dict | None:
+        return (self.config.get("mri") or {}).get("ablation")
+
+    def mri_ablation_runs(self) -> list[tuple[str, str, str]]:
+        """[(setting, method, steps<N>)] of ``mri.ablation``: the matrix settings matching its globs
+        in which its method applies, × the step counts."""
+        a = self.mri_ablation()
+        if not a:
+            return []
+        m = methods.get(a["method"], "mri")
+        multicoil = a.get("steps_multicoil") or a["steps"]
+        settings = [s for s in self.settings("mri") if any(fnmatch.fnmatch(s, p) for p in a["settings"])
+                    and m.applies_to(MRISetting.parse(s).coil_mode)]
+        return [(s, m.name, f"steps{n}") for s in settings
+                for n in (multicoil if MRISetting.parse(s).coil_mode == "multicoil" else a["steps"])]
+
+    def mri_ablation_params(self, setting: str, method: str, variant: str) -> dict:
+        """The cell's parameters with ``n_steps`` (and optionally ``n_samples``) replaced."""
+        from diffrecon.report.ablation import variant_params
+
+        a = self.mri_ablation()
+        params = variant_params(method, variant, self.method_params("mri", setting, method), a.get("max_cases"))
+        if a.get("n_samples"):
+            params["n_samples"] = int(a["n_samples"])
+        return params
+
+    def variant_params(self, modality: str, setting: str, method: str, variant: str) -> dict:
+        """Parameters of one ablation variant (either modality)."""
+        if modality == "mri":
+            return self.mri_ablation_params(setting, method, variant)
+        return self.ablation_params(method, variant)
+
+    def reuses_cell(self, modality: str, dataset: str, setting: str, method: str, variant: str) -> bool:
+        """Whether an ablation variant is its table cell's own computation on fewer volumes (same
+        resolved parameters but ``max_cases``): its metrics are then taken from the cell's
+        reconstruction instead of running it again (each case's sampler is seeded alike)."""
+        if (dataset, setting, method) not in self.cells(modality):
+            return False
+
+        def resolved(params):
+            return {k: v for k, v in methods.resolve_params(method, params).items() if k != "max_cases"}
+
+        return resolved(self.variant_params(modality, setting, method, variant)) == \
+            resolved(self.method_params(modality, setting, method))
+
+    def mri_ablation_where(self) -> str:
+        a = self.mri_ablation() or {}
+        n = a.get("max_cases")
+        samples = f" · {a['n_samples']} posterior sample(s)" if a.get("n_samples") else ""
+        return f"{a.get('dataset')} · {f'first {n}' if n else 'all'} test volume(s){samples}"
+
+    # ------------------------------------------------------------------------ step counts
+    def reduced_steps_note(self, modality: str) -> str:
+        """A caption sentence naming the sampling methods of the tables that run fewer steps than
+        their paper ("" when none does)."""
+        parts = []
+        for name in self.methods(modality):
+            m = methods.get(name)
+            if m.kind != "diffusion":
+                continue
+            used = {}
+            for _, s, cell_method in self.cells(modality):
+                if cell_method != name:
+                    continue
+                coil = MRISetting.parse(s).coil_mode if modality == "mri" else None
+                n = methods.resolve_params(name, self.method_params(modality, s, name)).get("n_steps")
+                paper = m.paper_n_steps(coil)
+                if n is not None and paper is not None and n < paper:
+                    used[(n, paper)] = None
+            if used:
+                parts.append(f"{name} " + ", ".join(f"{n} (paper {p})" for n, p in used))
+        if not parts:
+            return ""
+        study = "mri_ablation_steps" if modality == "mri" else "ct_ablation_steps"
+        return ("Sampling steps below the papers': " + "; ".join(parts)
+                + f" — read against the steps ablation ({study}).")

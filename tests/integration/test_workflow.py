@@ -154,7 +154,8 @@ def test_score_rules_retrain_end_to_end(tmp_path):
     cfg["datasets"].pop("demo_thorax")
     cfg["mri"].update(masks=["gaussian1d"], coil_modes=["magnitude", "multicoil"],
                       methods=["zero_filled", "score", "score_hybrid"],
-                      score={"n_steps": 5, "n_samples": 2, "hybrid_every": 2})
+                      score={"n_steps": 5, "n_samples": 2, "hybrid_every": 2},
+                      ablation={"dataset": "demo_brain", "settings": ["*"], "steps": [2, 5], "steps_multicoil": [5]})
     cfg["retrain"] = True
     cfg["score_mri"] = {
         "dataset": "demo_brain",
@@ -166,8 +167,9 @@ def test_score_rules_retrain_end_to_end(tmp_path):
     config = tmp_path / "score.yaml"
     config.write_text(yaml.safe_dump(cfg))
     # one thread per job: two jobs at a time instead of one two-thread job oversubscribing the CPUs
-    snakemake("results/tables/mri_image.csv", "--configfile", str(config), "--cores", "2",
-              "--set-threads", "reconstruct=1", "train_score_mri=1", cwd=tmp_path)
+    snakemake("results/tables/mri_image.csv", "results/tables/mri_ablation_steps.md", "--configfile", str(config),
+              "--cores", "2", "--set-threads", "reconstruct=1", "reconstruct_ablation=1", "train_score_mri=1",
+              cwd=tmp_path)
 
     results = tmp_path / "results"
     sidecar = json.loads((results / "models" / "score_mri" / "demo_brain" / "model.json").read_text())
@@ -189,6 +191,16 @@ def test_score_rules_retrain_end_to_end(tmp_path):
         assert rec.shape == std.shape == (2, 32, 32), (setting, method)
         assert np.isfinite(rec).all() and np.isfinite(std).all()
         assert (std >= 0).all() and (std > 0).any(), (setting, method)
+
+    # steps ablation: Alg. 2 at N = 2 runs on its own; N = 5 (both settings) is the cell's own run
+    ablation = pd.read_csv(results / "tables" / "mri_ablation_steps.csv")
+    assert sorted(zip(ablation.method.str.contains("Alg. 4"), ablation.steps)) == [(False, 2), (False, 5), (True, 5)]
+    assert (results / "mri" / "demo_brain" / mag / "ablation" / "score" / "steps2" / "recon.h5").exists()
+    assert not (results / "mri" / "demo_brain" / mag / "ablation" / "score" / "steps5" / "recon.h5").exists()
+    cell = pd.read_csv(results / "mri" / "demo_brain" / mag / "score" / "metrics.csv")
+    reused = ablation[(ablation.steps == 5) & ~ablation.method.str.contains("Alg. 4")].iloc[0]
+    assert reused.psnr_image == pytest.approx(cell.psnr.iloc[0])
+    assert "score 5 (paper 2000), 5 (paper 500)" in (results / "tables" / "mri_image.md").read_text()
 
 
 def test_ct_diffusion_rules_retrain_end_to_end(tmp_path):
@@ -214,7 +226,7 @@ def test_ct_diffusion_rules_retrain_end_to_end(tmp_path):
     config = tmp_path / "ct.yaml"
     config.write_text(yaml.safe_dump(cfg))
     snakemake("results/tables/ct_axial.csv", "results/tables/ct_ablation_steps.md", "--configfile", str(config),
-              "--cores", "2", "--set-threads", "reconstruct=1", "reconstruct_ct_ablation=1", "train_ct_prior=1",
+              "--cores", "2", "--set-threads", "reconstruct=1", "reconstruct_ablation=1", "train_ct_prior=1",
               "train_fbp_unet=1", cwd=tmp_path)
 
     results = tmp_path / "results"

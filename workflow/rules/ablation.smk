@@ -1,20 +1,21 @@
-# Stage 6 (CT): DiffusionBlend ablations on one cell (`ct.ablation`): PSNR vs steps, vs jump frequency.
+# Stage 6: ablations. CT (`ct.ablation`, one cell): DiffusionBlend's PSNR vs DDIM steps and vs
+# jump frequency. MRI (`mri.ablation`): score-MRI's PSNR and SSIM vs predictor-corrector steps N.
 
 
-rule reconstruct_ct_ablation:
-    """One ablation variant (steps<N> or jump<J>) of a CT diffusion method on the first test volumes."""
+rule reconstruct_ablation:
+    """One ablation variant (steps<N> or jump<J>) of a diffusion method on the first test volumes."""
     input:
         unpack(ablation_inputs),
     output:
-        f"{RESULTS}/ct/{{dataset}}/{{setting}}/ablation/{{method}}/{{variant}}/recon.h5",
+        f"{RESULTS}/{{modality}}/{{dataset}}/{{setting}}/ablation/{{method}}/{{variant}}/recon.h5",
     log:
-        "logs/reconstruct_ct_ablation/{dataset}/{setting}/{method}/{variant}.log",
+        "logs/reconstruct_ablation/{modality}/{dataset}/{setting}/{method}/{variant}.log",
     threads: THREADS
     priority: PRIORITY_LONG
     resources:
         gpu=gpu_request,
     params:
-        modality="ct",
+        modality=lambda w: w.modality,
         method_params=ablation_params,
     conda:
         ENV
@@ -23,16 +24,18 @@ rule reconstruct_ct_ablation:
 
 
 rule evaluate_ablation:
-    """Per-view metrics of one ablation variant (only the volumes it reconstructed)."""
+    """Metrics of one ablation variant on its first `max_cases` volumes (from the table cell's own
+    reconstruction when the variant is the cell's computation)."""
     input:
-        target=f"{RESULTS}/ct/{{dataset}}/{{setting}}/target.h5",
-        recon=f"{RESULTS}/ct/{{dataset}}/{{setting}}/ablation/{{method}}/{{variant}}/recon.h5",
+        target=f"{RESULTS}/{{modality}}/{{dataset}}/{{setting}}/target.h5",
+        recon=ablation_recon,
     output:
-        f"{RESULTS}/ct/{{dataset}}/{{setting}}/ablation/{{method}}/{{variant}}/metrics.csv",
+        f"{RESULTS}/{{modality}}/{{dataset}}/{{setting}}/ablation/{{method}}/{{variant}}/metrics.csv",
     log:
-        "logs/evaluate_ablation/{dataset}/{setting}/{method}/{variant}.log",
+        "logs/evaluate_ablation/{modality}/{dataset}/{setting}/{method}/{variant}.log",
     params:
         subset=True,
+        max_cases=lambda w: X.ablation_max_cases(w.modality),
     conda:
         ENV
     script:
@@ -40,7 +43,7 @@ rule evaluate_ablation:
 
 
 rule ablation_report:
-    """Tables and plots of the two studies: PSNR vs DDIM steps (NFE), PSNR vs jump frequency."""
+    """CT: tables and plots of PSNR vs DDIM steps (NFE) and PSNR vs jump frequency."""
     input:
         ablation_metrics_files(),
     output:
@@ -55,8 +58,31 @@ rule ablation_report:
     log:
         "logs/ablation_report/ct.log",
     params:
+        modality="ct",
         variants=X.ablation_variants(),
         where=X.ablation_where(),
+    conda:
+        ENV
+    script:
+        "../scripts/ablation_report.py"
+
+
+rule mri_ablation_report:
+    """MRI: table and plot of PSNR and SSIM vs the number of score-MRI steps N (Alg. 2 / Alg. 4)."""
+    input:
+        mri_ablation_metrics_files(),
+    output:
+        steps_csv=f"{RESULTS}/tables/mri_ablation_steps.csv",
+        steps_md=report(f"{RESULTS}/tables/mri_ablation_steps.md", caption="../report/ablation.rst",
+                        category="Ablations"),
+        steps_png=report(f"{RESULTS}/figures/mri/ablation_steps.png", caption="../report/ablation.rst",
+                         category="Ablations"),
+    log:
+        "logs/ablation_report/mri.log",
+    params:
+        modality="mri",
+        variants=X.mri_ablation_runs(),
+        where=X.mri_ablation_where(),
     conda:
         ENV
     script:

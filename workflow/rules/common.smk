@@ -125,9 +125,10 @@ def reconstruct_inputs(wildcards):
 
 
 def ablation_inputs(wildcards):
-    """Measurements and trained model of an ablation variant (CT)."""
-    files = {"measurements": f"{cell_dir('ct', wildcards.dataset, wildcards.setting)}/measurements.h5"}
-    model = model_path("ct", wildcards.dataset, wildcards.setting, wildcards.method)
+    """Measurements and trained model of an ablation variant."""
+    w = wildcards
+    files = {"measurements": f"{cell_dir(w.modality, w.dataset, w.setting)}/measurements.h5"}
+    model = model_path(w.modality, w.dataset, w.setting, w.method)
     if model:
         files["model"] = model
     return files
@@ -142,8 +143,28 @@ def ablation_metrics_files():
             for (m, _), run in zip(X.ablation_variants(), X.ablation_runs())]
 
 
+def ablation_recon(wildcards):
+    """The reconstruction an ablation variant is scored on: its own run, or its table cell's."""
+    w = wildcards
+    base = cell_dir(w.modality, w.dataset, w.setting)
+    if X.reuses_cell(w.modality, w.dataset, w.setting, w.method, w.variant):
+        return f"{base}/{w.method}/recon.h5"
+    return f"{base}/ablation/{w.method}/{w.variant}/recon.h5"
+
+
+def mri_ablation_metrics_files():
+    """Metrics file of each MRI ablation run, in run order."""
+    a = X.mri_ablation()
+    if not a:
+        return []
+    return [f"{cell_dir('mri', a['dataset'], s)}/ablation/{m}/{v}/metrics.csv" for s, m, v in X.mri_ablation_runs()]
+
+
 def ablation_params(wildcards):
-    return X.ablation_params(wildcards.method, wildcards.variant)
+    w = wildcards
+    if w.modality == "mri":
+        return X.mri_ablation_params(w.setting, w.method, w.variant)
+    return X.ablation_params(w.method, w.variant)
 
 
 def figure_inputs(wildcards):
@@ -175,6 +196,9 @@ def final_outputs():
     if "ct" in X.modalities() and X.ablation():
         out += [f"{RESULTS}/tables/ct_ablation_{k}.{ext}" for k in ("steps", "jump") for ext in ("csv", "md")]
         out += [f"{RESULTS}/figures/ct/ablation_{k}.png" for k in ("steps", "jump")]
+    if "mri" in X.modalities() and X.mri_ablation_runs():
+        out += [f"{RESULTS}/tables/mri_ablation_steps.{ext}" for ext in ("csv", "md")]
+        out.append(f"{RESULTS}/figures/mri/ablation_steps.png")
     if "mri" in X.modalities() and X.robustness_sets():
         out += [f"{RESULTS}/tables/mri_robustness.{ext}" for ext in ("csv", "md", "tex")]
         out += [f"{RESULTS}/figures/mri/{d}/{s}.png" for d in X.robustness_sets() for s in X.robustness_settings(d)]

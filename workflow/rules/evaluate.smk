@@ -12,6 +12,7 @@ rule evaluate:
         "logs/evaluate/{modality}/{dataset}/{setting}/{method}.log",
     params:
         subset=False,
+        max_cases=None,
     conda:
         ENV
     script:

@@ -40,6 +40,7 @@ rule table:
         methods=lambda w: X.methods(w.modality),
         settings=lambda w: X.settings(w.modality),
         datasets=lambda w: list(config[w.modality]["datasets"]),
+        steps_note=lambda w: X.reduced_steps_note(w.modality),
     conda:
         ENV
     script:
@@ -66,6 +67,7 @@ rule robustness_table:
         methods=lambda w: X.robustness_columns()["methods"],
         settings=lambda w: X.robustness_columns()["settings"],
         datasets=lambda w: X.robustness_columns()["datasets"],
+        steps_note=X.reduced_steps_note("mri"),
         title="MRI robustness: in-distribution test set next to held-out sets, same models and masks",
     conda:
         ENV
@@ -129,6 +131,7 @@ rule runtime_table:
         "logs/runtime_table/{modality}.log",
     params:
         methods=lambda w: X.methods(w.modality),
+        steps_note=lambda w: X.reduced_steps_note(w.modality),
     conda:
         ENV
     script:

@@ -1,4 +1,4 @@
-"""Rules reconstruct / reconstruct_ct_ablation: one method on every case of one setting."""
+"""Rules reconstruct / reconstruct_ablation: one method on every case of one setting."""
 from pathlib import Path
 
 import torch

@@ -47,7 +47,9 @@ class Method:
     ``module`` names the module whose ``build(method, problem, params, model)`` returns the runner;
     ``defaults`` are the paper's / original code's parameters (config blocks override them per
     key; a key ``<name>_limited_angle`` replaces ``<name>`` in limited-angle CT settings);
-    ``coil_modes`` limits an MRI method to some coil modes (``None``: all).
+    ``coil_modes`` limits an MRI method to some coil modes (``None``: all); ``paper_steps`` is the
+    number of sampling steps the paper runs, by coil mode (key ``None``: any; diffusion methods),
+    so that tables built with fewer steps can say so.
     """
 
     name: str
@@ -58,6 +60,7 @@ class Method:
     model: str | None = None
     defaults: dict = field(default_factory=dict)
     coil_modes: tuple[str, ...] | None = None
+    paper_steps: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.modality not in ("mri", "ct"):
@@ -71,6 +74,10 @@ class Method:
     def learned(self) -> bool:
         """Whether it loads a trained model."""
         return self.model is not None
+
+    def paper_n_steps(self, coil_mode: str | None = None) -> int | None:
+        """The paper's number of sampling steps for this coil mode (None: not a sampling method)."""
+        return self.paper_steps.get(coil_mode, self.paper_steps.get(None))
 
     def applies_to(self, coil_mode: str | None) -> bool:
         return self.coil_modes is None or coil_mode is None or coil_mode in self.coil_modes
@@ -102,31 +109,33 @@ for _m in (
            defaults={"batch_limit": 64}),
     Method("score", "mri", "diffusion", "diffrecon.methods.score",
            "score-MRI, Algorithm 2 / 3 / 4 (SSOS) by coil mode", model="score_mri",
-           defaults={"n_steps": 2000, "snr": 0.16, "n_samples": 1, "batch_limit": 256}),
+           defaults={"n_steps": 2000, "snr": 0.16, "n_samples": 1, "batch_limit": 256},
+           paper_steps={None: 2000, "multicoil": 500}),
     Method("score_hybrid", "mri", "diffusion", "diffrecon.methods.score",
            "score-MRI, Algorithm 5 (hybrid SENSE, ESPIRiT maps from the ACS)", model="score_mri",
-           defaults={"n_steps": 2000, "snr": 0.16, "n_samples": 1, "batch_limit": 256},
-           coil_modes=("multicoil",)),
+           defaults={"n_steps": 500, "snr": 0.16, "n_samples": 1, "batch_limit": 256},
+           coil_modes=("multicoil",), paper_steps={None: 500}),
     # ------------------------------------------------------------------------------------- CT
     Method("fbp", "ct", "classical", "diffrecon.methods.fbp", "filtered backprojection (Ram-Lak), ASTRA"),
     Method("fbp_unet", "ct", "supervised", "diffrecon.methods.fbp_unet",
            "residual U-Net on the FBP, one per setting", model="fbp_unet"),
     Method("dds_2d", "ct", "diffusion", "diffrecon.methods.ct_diffusion",
            "DDS 2-D: slice prior, DDIM, CG on AᵀA u = Aᵀy", model="ct_slice",
-           defaults={"n_steps": 50, "eta": 0.85, "rho": 0.0, "lam": 0.0, "cg_iter": 5}),
+           defaults={"n_steps": 50, "eta": 0.85, "rho": 0.0, "lam": 0.0, "cg_iter": 5}, paper_steps={None: 50}),
     Method("dds", "ct", "diffusion", "diffrecon.methods.ct_diffusion",
            "DDS: slice prior, DDIM, one ADMM z-TV iteration per step", model="ct_slice",
            defaults={"n_steps": 50, "eta": 0.85, "rho": 10.0, "lam": 0.04, "lam_limited_angle": 0.4,
-                     "cg_iter": 5}),
+                     "cg_iter": 5}, paper_steps={None: 50}),
     Method("diffusion_mbir", "ct", "diffusion", "diffrecon.methods.ct_diffusion",
            "DiffusionMBIR: VE slice prior, predictor-corrector, ADMM z-TV (1 CG)", model="ct_score",
-           defaults={"n_steps": 2000, "snr": 0.16, "rho": 10.0, "lam": 0.04, "cg_iter": 1}),
+           defaults={"n_steps": 2000, "snr": 0.16, "rho": 10.0, "lam": 0.04, "cg_iter": 1},
+           paper_steps={None: 2000}),
     Method("diffusion_blend", "ct", "diffusion", "diffrecon.methods.ct_diffusion",
            "DiffusionBlend: 3-slice patch prior, adjacent partitions, DDIM + ADMM z-TV", model="ct_patch",
-           defaults={**_BLEND, "jump_every": 0}),
+           defaults={**_BLEND, "jump_every": 0}, paper_steps={None: 200}),
     Method("diffusion_blend_pp", "ct", "diffusion", "diffrecon.methods.ct_diffusion",
            "DiffusionBlend++: adjacent and jump-3 partitions alternating", model="ct_patch",
-           defaults={**_BLEND, "jump_every": 2, "jump": 3}),
+           defaults={**_BLEND, "jump_every": 2, "jump": 3}, paper_steps={None: 200}),
 ):
     register(_m)
 

@@ -1,6 +1,6 @@
-"""DiffusionBlend ablations: PSNR vs number of sampling steps (NFE), and vs jump frequency.
+"""Ablations: image quality against the number of sampling steps, and DiffusionBlend's jump frequency.
 
-Two studies on one CT cell (dataset × setting), each a set of *variants* of a diffusion method:
+CT: two studies on one cell (dataset × setting), each a set of *variants* of a diffusion method:
 
 * ``steps<N>``  – the method with ``n_steps = N`` DDIM steps (NFE = N full-volume network passes
   for the VP methods);
@@ -8,9 +8,12 @@ Two studies on one CT cell (dataset × setting), each a set of *variants* of a d
   partitions otherwise; ``J = 0`` never jumps (plain DiffusionBlend: adjacent only), ``J = 1``
   jumps at every step.
 
-Variant results live under ``results/ct/{dataset}/{setting}/ablation/{method}/{variant}/``; this
-module names the variants, turns their per-case metrics into tables (CSV + Markdown, one row per
-variant, PSNR/SSIM in the three views) and draws the two plots.
+MRI: one steps study of score-MRI (``steps<N>`` = N predictor-corrector steps) in one or more
+settings — a magnitude setting runs Algorithm 2, a multi-coil one Algorithm 4.
+
+Variant results live under ``results/{modality}/{dataset}/{setting}/ablation/{method}/{variant}/``;
+this module names the variants, turns their per-case metrics into tables (CSV + Markdown, one row
+per variant, PSNR/SSIM per view) and draws the plots.
 """
 
 from __future__ import annotations
@@ -115,11 +118,15 @@ def _markdown(df: pd.DataFrame, keys: Sequence[str], caption: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot(df: pd.DataFrame, x: str, out_png, title: str, xlabel: str, by_method: bool) -> Path:
+def _plot(df: pd.DataFrame, x: str, out_png, title: str, xlabel: str, by_method: bool, ssim: bool = False,
+          logx: bool = False) -> Path:
     from diffrecon.report.figures import plt
 
     views = [c[5:] for c in df.columns if c.startswith("psnr_")]
-    fig, ax = plt.subplots(figsize=(5.2, 3.6), constrained_layout=True)
+    if ssim:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9.0, 3.6), constrained_layout=True)
+    else:
+        fig, ax = plt.subplots(figsize=(5.2, 3.6), constrained_layout=True)
     groups = df.groupby("method", sort=False) if by_method else [("", df)]
     if views and np.allclose(df[[f"psnr_{v}" for v in views]].to_numpy(),
                              df[[f"psnr_{views[0]}"]].to_numpy()):
@@ -128,10 +135,20 @@ def _plot(df: pd.DataFrame, x: str, out_png, title: str, xlabel: str, by_method:
         for v in views:
             label = " · ".join(t for t in (name, v if len(views) > 1 else "") if t) or "PSNR"
             ax.plot(g[x], g[f"psnr_{v}"], marker="o", label=label)
+            if ssim:
+                ax2.plot(g[x], g[f"ssim_{v}"], marker="o", label=label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("PSNR (dB)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
+    if ssim:
+        ax2.set_xlabel(xlabel)
+        ax2.set_ylabel("SSIM")
+        ax2.grid(alpha=0.3)
+        if logx:
+            ax2.set_xscale("log")
+    if logx:
+        ax.set_xscale("log")
     if x == "jump_every":
         ax.set_xticks(df[x].to_numpy())
         ax.set_xticklabels(["adj. only" if j == 0 else str(j) for j in df[x]])
@@ -144,22 +161,29 @@ def _plot(df: pd.DataFrame, x: str, out_png, title: str, xlabel: str, by_method:
 
 
 def write_ablation(metrics: Mapping[tuple[str, str], pd.DataFrame], out: Mapping[str, str | Path],
-                   where: str = "") -> dict[str, pd.DataFrame]:
-    """Tables (``steps_csv``, ``steps_md``, ``jump_csv``, ``jump_md``) and plots (``steps_png``,
-    ``jump_png``) of the two studies; a study without variants gets a table saying so and no curve."""
+                   where: str = "", modality: str = "ct") -> dict[str, pd.DataFrame]:
+    """Tables (``<study>_csv``, ``<study>_md``) and plots (``<study>_png``) of the studies named in
+    ``out`` (CT: ``steps`` and ``jump``; MRI: ``steps``); a study without variants gets a table
+    saying so and no curve."""
     from diffrecon.report.figures import plt
 
     tables = ablation_tables(metrics)
-    specs = {
-        "steps": (["method", "steps"], "steps", "PSNR vs number of DDIM steps (NFE)", "DDIM steps (= NFE)", True),
-        "jump": (["jump_every", "partitions"], "jump_every", "PSNR vs jump frequency (DiffusionBlend++)",
-                 "jump-3 partition every J-th step", False),
-    }
+    if modality == "mri":
+        specs = {"steps": (["method", "steps"], "steps", "PSNR and SSIM vs number of steps N (score-MRI)",
+                           "predictor-corrector steps N", True)}
+    else:
+        specs = {
+            "steps": (["method", "steps"], "steps", "PSNR vs number of DDIM steps (NFE)", "DDIM steps (= NFE)", True),
+            "jump": (["jump_every", "partitions"], "jump_every", "PSNR vs jump frequency (DiffusionBlend++)",
+                     "jump-3 partition every J-th step", False),
+        }
+    specs = {k: v for k, v in specs.items() if f"{k}_csv" in out}
     for kind, (keys, x, title, xlabel, by_method) in specs.items():
         df = tables[kind]
         Path(out[f"{kind}_csv"]).parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(out[f"{kind}_csv"], index=False)
-        caption = f"**CT ablation: {title}{' — ' + where if where else ''}.** Mean over test volumes."
+        caption = (f"**{modality.upper()} ablation: {title}{' — ' + where if where else ''}.** "
+                   "Mean over test volumes; NFE counts network evaluations of all posterior samples.")
         if df.empty:
             Path(out[f"{kind}_md"]).write_text(caption + "\n\nNo variants configured.\n")
             fig, ax = plt.subplots(figsize=(4, 1.5))
@@ -170,5 +194,6 @@ def write_ablation(metrics: Mapping[tuple[str, str], pd.DataFrame], out: Mapping
             plt.close(fig)
             continue
         Path(out[f"{kind}_md"]).write_text(_markdown(df, keys, caption))
-        _plot(df, x, out[f"{kind}_png"], f"{title}\n{where}" if where else title, xlabel, by_method)
+        _plot(df, x, out[f"{kind}_png"], f"{title}\n{where}" if where else title, xlabel, by_method,
+              ssim=modality == "mri", logx=modality == "mri")
     return tables

@@ -411,14 +411,15 @@ def runtime_table(cases: pd.DataFrame, method_order: Sequence[str] | None = None
     return table
 
 
-def write_runtime_table(table: pd.DataFrame, out_csv, out_md, modality: str) -> None:
+def write_runtime_table(table: pd.DataFrame, out_csv, out_md, modality: str, note: str = "") -> None:
     """CSV (flat columns ``dataset/setting/quantity``) and a Markdown table of :func:`runtime_table`."""
     flat = table.copy()
     flat.columns = [f"{d}/{s}/{q}" for d, s, q in table.columns]
     flat.to_csv(out_csv)
     header = ["Method"] + [f"{d} / {s} {q}" for d, s, q in table.columns]
     lines = [f"**{modality.upper()} run time.** Wall time per test volume (s, mean over cases) and NFE "
-             "(full-volume network evaluations) of each method, from the per-case result files.", "",
+             "(full-volume network evaluations) of each method, from the per-case result files."
+             + (f" {note}" if note else ""), "",
              "| " + " | ".join(header) + " |", "|:---|" + "---:|" * len(table.columns)]
     for method, row in table.iterrows():
         cells = [MISSING if pd.isna(v) else (f"{v:.0f}" if q == "NFE" else f"{v:.2f}")

@@ -10,11 +10,13 @@ import numpy as np
 from diffrecon.io import read_attrs, read_case_attrs, read_cases
 
 
-def evaluate(target_path, recon_path, out_csv, dataset: str, setting: str, method: str, subset: bool = False):
+def evaluate(target_path, recon_path, out_csv, dataset: str, setting: str, method: str, subset: bool = False,
+             max_cases: int | None = None):
     """Score ``recon_path`` against ``target_path``; write and return the rows.
 
     The reconstruction must hold every target case, or with ``subset`` (ablations limited to
-    ``max_cases``) a non-empty subset of them; only those are scored.
+    ``max_cases``) a non-empty subset of them; only those are scored — with ``max_cases``, only
+    the first ``max_cases`` of them in target order.
     """
     import pandas as pd
 
@@ -28,9 +30,10 @@ def evaluate(target_path, recon_path, out_csv, dataset: str, setting: str, metho
     attrs = read_case_attrs(recon_path)
     if (not recons or not set(recons) <= set(targets)) if subset else set(targets) != set(recons):
         raise ValueError(f"{recon_path}: cases {sorted(recons)} differ from targets {sorted(targets)}")
+    scored = [c for c in targets if c in recons][:max_cases or None]
     rows = []
     for case, target in targets.items():
-        if case not in recons:
+        if case not in scored:
             continue
         if modality == "mri":
             by_view = {"image": fastmri_metrics(target, recons[case])}

@@ -21,19 +21,19 @@ def summarize_metrics(metrics_files, out_summary, out_cases):
     return summary
 
 
-def runtime_tables(cases_csv, modality: str, out_csv, out_md, methods=None):
+def runtime_tables(cases_csv, modality: str, out_csv, out_md, methods=None, steps_note: str = ""):
     """Wall time per test volume and NFE of every method and setting (from the per-case rows)."""
     import pandas as pd
 
     from diffrecon.report.tables import runtime_table, write_runtime_table
 
     table = runtime_table(pd.read_csv(cases_csv), method_order=methods)
-    write_runtime_table(table, out_csv, out_md, modality)
+    write_runtime_table(table, out_csv, out_md, modality, note=steps_note)
     return table
 
 
 def paper_tables(summary_csv, modality: str, view: str, out_csv, out_md, out_tex, methods=None, settings=None,
-                 datasets=None, title=None):
+                 datasets=None, title=None, steps_note: str = ""):
     """Write one paper-shaped table (CSV, Markdown, LaTeX) from the per-cell summary.
 
     ``datasets`` / ``settings`` (when given) keep only those column groups, in that order;
@@ -51,7 +51,8 @@ def paper_tables(summary_csv, modality: str, view: str, out_csv, out_md, out_tex
     if settings is not None:
         summary = summary[summary["setting"].isin(list(settings))]
     stem = Path(out_csv).with_suffix("")
-    paths = write_table(summary, modality, view, stem, MRI_CONVENTION if modality == "mri" else CT_CONVENTION,
+    convention = MRI_CONVENTION if modality == "mri" else CT_CONVENTION
+    paths = write_table(summary, modality, view, stem, f"{convention} {steps_note}".strip(),
                         method_order=methods, setting_order=settings, dataset_order=datasets, title=title)
     for produced, wanted in zip((paths["csv"], paths["md"], paths["tex"]), (out_csv, out_md, out_tex)):
         if Path(produced) != Path(wanted):
@@ -108,3 +109,20 @@ def ct_ablation_report(metrics_files: dict, out: dict, where: str = ""):
     from diffrecon.report.ablation import write_ablation
 
     return write_ablation({key: pd.read_csv(path) for key, path in metrics_files.items()}, out, where)
+
+
+def mri_ablation_report(metrics_files: dict, out: dict, where: str = ""):
+    """score-MRI steps ablation from ``{(setting, method, variant): metrics.csv}``: one curve per
+    setting, labelled with its algorithm (magnitude: Alg. 2, single-coil: Alg. 3, multi-coil: Alg. 4)."""
+    import pandas as pd
+
+    from diffrecon.report.ablation import write_ablation
+    from diffrecon.settings import MRISetting
+
+    algorithm = {"magnitude": "Alg. 2", "singlecoil": "Alg. 3", "multicoil": "Alg. 4"}
+    metrics = {}
+    for (setting, method, variant), path in metrics_files.items():
+        coil = MRISetting.parse(setting).coil_mode
+        label = f"{method} {algorithm[coil] if method == 'score' else 'Alg. 5'} · {setting}"
+        metrics[(label, variant)] = pd.read_csv(path)
+    return write_ablation(metrics, out, where, modality="mri")
