@@ -136,9 +136,11 @@ def _reconstruct(args) -> dict:
             df = evaluate(target, recon, Path(tmp) / "metrics.csv", "cli", "cli", args.method)
             summary["metrics"] = {f"{r.view}/{k}": round(float(getattr(r, k)), 4)
                                   for r in df.itertuples() for k in ("psnr", "ssim") if np.isfinite(getattr(r, k))}
+        attrs = io.read_attrs(recon)
         io.write_single(args.output, {"reconstruction": rec, "std": std},
                         {"method": args.method, "modality": args.modality, "input": str(args.input),
-                         "summary": json.dumps(summary), "provenance": io.read_attrs(recon)["provenance"]})
+                         "summary": json.dumps(summary), "provenance": attrs["provenance"],
+                         **{k: attrs[k] for k in ("params", "sampler_params") if k in attrs}})
     if args.preview:
         from diffrecon.report.figures import save_preview
 

@@ -13,7 +13,9 @@ Every stage file holds one group per test case, so a reconstruction never sees a
                      optional ``std``; case attrs ``seconds``, ``nfe``, ``network_seconds``,
                      ``device``; root attrs ``modality``, ``method``, ``setting``, ``params``
                      (JSON), ``model``, ``provenance`` (JSON: parameter hash, model sha256,
-                     commit, library versions, seed)
+                     commit, library versions, seed), optional ``sampler_params`` (JSON: the
+                     parameters as the algorithm used them, e.g. CT data-consistency weights
+                     converted to the true adjoint's units)
 
 Files are written atomically: to ``<name>.part``, renamed on success (nothing half-written).
 """

@@ -83,7 +83,10 @@ class Method:
         return self.coil_modes is None or coil_mode is None or coil_mode in self.coil_modes
 
 
-_BLEND = {"n_steps": 200, "eta": 0.85, "rho": 1e-3, "lam": 5e-5, "cg_iter": 5}
+#: ``dc_scale: original``: ρ, λ, γ are the originals' values, in the units of their back-projector
+#: (π/(2V) times the unfiltered back-projection); the CT runner converts them to the true adjoint
+#: per geometry (docs/ct_scaling.md).
+_BLEND = {"n_steps": 200, "eta": 0.85, "rho": 1e-3, "lam": 5e-5, "cg_iter": 5, "dc_scale": "original"}
 
 #: name → method, in table order.
 METHODS: dict[str, Method] = {}
@@ -120,16 +123,18 @@ for _m in (
     Method("fbp_unet", "ct", "supervised", "diffrecon.methods.fbp_unet",
            "residual U-Net on the FBP, one per setting", model="fbp_unet"),
     Method("dds_2d", "ct", "diffusion", "diffrecon.methods.ct_diffusion",
-           "DDS 2-D: slice prior, DDIM, CG on AᵀA u = Aᵀy", model="ct_slice",
-           defaults={"n_steps": 50, "eta": 0.85, "rho": 0.0, "lam": 0.0, "cg_iter": 5}, paper_steps={None: 50}),
+           "DDS 2-D: slice prior, DDIM, proximal CG (I + γAᵀA)x = x̂0 + γAᵀy",
+           model="ct_slice",
+           defaults={"n_steps": 50, "eta": 0.85, "dc": "proximal", "gamma": 1.0, "cg_iter": 5,
+                     "dc_scale": "original"}, paper_steps={None: 50}),
     Method("dds", "ct", "diffusion", "diffrecon.methods.ct_diffusion",
            "DDS: slice prior, DDIM, one ADMM z-TV iteration per step", model="ct_slice",
            defaults={"n_steps": 50, "eta": 0.85, "rho": 10.0, "lam": 0.04, "lam_limited_angle": 0.4,
-                     "cg_iter": 5}, paper_steps={None: 50}),
+                     "cg_iter": 5, "dc_scale": "original"}, paper_steps={None: 50}),
     Method("diffusion_mbir", "ct", "diffusion", "diffrecon.methods.ct_diffusion",
            "DiffusionMBIR: VE slice prior, predictor-corrector, ADMM z-TV (1 CG)", model="ct_score",
-           defaults={"n_steps": 2000, "snr": 0.16, "rho": 10.0, "lam": 0.04, "cg_iter": 1},
-           paper_steps={None: 2000}),
+           defaults={"n_steps": 2000, "snr": 0.16, "rho": 10.0, "lam": 0.04, "cg_iter": 1,
+                     "langevin_batch": 12, "dc_scale": "original"}, paper_steps={None: 2000}),
     Method("diffusion_blend", "ct", "diffusion", "diffrecon.methods.ct_diffusion",
            "DiffusionBlend: 3-slice patch prior, adjacent partitions, DDIM + ADMM z-TV", model="ct_patch",
            defaults={**_BLEND, "jump_every": 0}, paper_steps={None: 200}),

@@ -5,21 +5,34 @@
 | ``diffusion_blend``  | ``ct_patch``  | DDIM + blended 3-slice patch ε, adjacent partitions |
 | ``diffusion_blend_pp``| ``ct_patch`` | … adjacent and jump-3 partitions alternating       |
 | ``dds``              | ``ct_slice``  | DDIM + slice ε, one ADMM z-TV iteration per step   |
-| ``dds_2d``           | ``ct_slice``  | DDIM + slice ε, CG on AᵀA u = Aᵀy                  |
+| ``dds_2d``           | ``ct_slice``  | DDIM + slice ε, proximal CG (I + γAᵀA)x = x̂0 + γAᵀy |
 | ``diffusion_mbir``   | ``ct_score``  | VE predictor-corrector + ADMM z-TV (1 CG)          |
 
 Defaults (the papers' / original code's values) are the registry entries' ``defaults``
 (:data:`diffrecon.methods.METHODS`); config blocks ``ct.<method>`` override them per key. Besides
 the sampler fields (:class:`~diffrecon.samplers.diffusion_blend.BlendConfig`,
 :class:`~diffrecon.samplers.diffusion_mbir.MBIRConfig`): ``precision`` (network arithmetic),
-``device``, ``n_threads`` (ASTRA CPU threads).
+``device``, ``n_threads`` (ASTRA CPU threads), and ``dc_scale``:
+
+* ``original`` (default): ``rho``, ``lam`` and ``gamma`` are in the originals' units — their
+  back-projector is c·Aᵀ with c = π/(2V), V = ``geometry.n_views`` — and the runner converts
+  them to the true adjoint this project uses: ρ = ρ_o·2V/π, λ = λ_o·2V/π, γ = γ_o·π/(2V)
+  (:func:`~diffrecon.samplers.admm_tv.to_true_adjoint`, docs/ct_scaling.md);
+* ``native``: the values are used as given, with the true adjoint.
+
+The runner logs the converted values and keeps them in ``sampler_params`` (the stage records
+them in the reconstruction file).
 """
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from diffrecon.methods.runner import Result, Runner
+
+log = logging.getLogger("diffrecon")
 
 #: trained model → the prior kind recorded in its checkpoint
 PRIOR_KIND = {"ct_patch": "patch", "ct_slice": "slice", "ct_score": "score"}
@@ -35,8 +48,16 @@ class CTDiffusionRunner(Runner):
         from diffrecon.models.loading import load_ct_prior
         from diffrecon.physics.ct import ParallelBeamCT
 
+        from diffrecon.samplers.admm_tv import to_true_adjoint
+
         settings = dict(params)
         n_threads = settings.pop("n_threads", None)
+        dc_scale = settings.pop("dc_scale", "original")
+        settings = to_true_adjoint(settings, problem.geometry.n_views, dc_scale)
+        self.sampler_params = {**settings, "dc_scale": dc_scale, "n_views": problem.geometry.n_views}
+        dc = {k: settings[k] for k in ("rho", "lam", "gamma") if k in settings}
+        log.info("%s: data-consistency parameters (%s units → true adjoint, %d views): %s", method.name,
+                 dc_scale, problem.geometry.n_views, ", ".join(f"{k} = {v:.6g}" for k, v in dc.items()))
         self.device = pick_device(settings.pop("device", "auto"))
         self.precision = settings.pop("precision", "float32")
         self.kind = PRIOR_KIND[method.model]

@@ -62,6 +62,10 @@ class Runner:
     """
 
     device: str = "cpu"
+    #: the parameters as the algorithm uses them, when the runner derives them from the
+    #: resolved ones (e.g. CT data-consistency weights converted per geometry); recorded by the
+    #: stage as the file attribute ``sampler_params``
+    sampler_params: dict | None = None
 
     def __call__(self, data: np.ndarray) -> Result:  # pragma: no cover - interface
         raise NotImplementedError

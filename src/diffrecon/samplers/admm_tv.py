@@ -12,9 +12,15 @@ is, warm-started at the denoised estimate u⁰ (DDS / DiffusionBlend):
     v ← soft(D_z u + w, λ/ρ),     w ← w + D_z u − v,
 
 with v and w carried across the diffusion steps (both start at 0). ``rho = 0`` drops the z-TV
-term (DDS-2D: CG on AᵀA u = Aᵀy). CG uses global inner products over the whole volume, in the
+term (CG on AᵀA u = Aᵀy). CG uses global inner products over the whole volume, in the
 working layout of the operator's Gram (``op.gram()``, e.g. slices as columns for a sparse
 system matrix).
+
+:class:`ProximalCG` is DDS-2D's data consistency as its evaluation script runs it: the proximal
+step (I + γ AᵀA) u = u⁰ + γ Aᵀy, CG warm-started at u⁰.
+
+All parameters (ρ, λ, γ) are in the units of the true adjoint Aᵀ; the originals' back-projector
+is c·Aᵀ with c = π/(2V), and :func:`to_true_adjoint` maps their values (docs/ct_scaling.md).
 """
 
 from __future__ import annotations
@@ -22,9 +28,45 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+import math
+
 import torch
 
 from diffrecon.physics.operator import LinearOperator
+
+#: the data-consistency solves: ``admm`` (z-TV ADMM, CG only when ρ = 0), ``cg`` (CG on
+#: AᵀA u = Aᵀy), ``proximal`` ((I + γAᵀA) u = u⁰ + γAᵀy)
+DC_KINDS = ("admm", "cg", "proximal")
+#: units of ρ, λ, γ: ``original`` (the originals' back-projector c·Aᵀ, c = π/(2V)) or ``native`` (Aᵀ)
+DC_SCALES = ("original", "native")
+
+
+def backprojector_scale(n_views: int) -> float:
+    """c = π/(2V): the originals' back-projector is c·Aᵀ (unfiltered back-projection times c)."""
+    if n_views < 1:
+        raise ValueError(f"n_views must be >= 1, got {n_views}")
+    return math.pi / (2 * n_views)
+
+
+def to_true_adjoint(params: dict, n_views: int, dc_scale: str = "original") -> dict:
+    """Data-consistency parameters in the units of the true adjoint Aᵀ.
+
+    ``dc_scale = "original"``: ``rho``, ``lam``, ``gamma`` are given in the originals' units
+    (back-projector c·Aᵀ, c = π/(2V)); then ρ = ρ_o / c, λ = λ_o / c (λ/ρ unchanged) and
+    γ = γ_o · c. ``"native"``: returned as given. Other keys are copied.
+    """
+    if dc_scale not in DC_SCALES:
+        raise ValueError(f"dc_scale '{dc_scale}' is not one of {', '.join(DC_SCALES)}")
+    out = dict(params)
+    if dc_scale == "native":
+        return out
+    c = backprojector_scale(n_views)
+    for key in ("rho", "lam"):
+        if key in out:
+            out[key] = float(out[key]) / c
+    if "gamma" in out:
+        out["gamma"] = float(out["gamma"]) * c
+    return out
 
 
 def dz(u: torch.Tensor) -> torch.Tensor:
@@ -154,3 +196,45 @@ class ADMMTV:
     def objective(self, u: torch.Tensor) -> float:
         """½‖A u − y‖² + λ‖D_z u‖₁ for a volume u (S, H, W)."""
         return float(0.5 * torch.sum((self.op.A(u) - self.y) ** 2) + self.lam * dz(u).abs().sum())
+
+
+@dataclass
+class ProximalCG:
+    """DDS-2D's data consistency: u = CG_n[(I + γ AᵀA) u = u⁰ + γ Aᵀy] from the warm start u⁰.
+
+    γ in the units of the true adjoint (the originals' γ_o = 1 with back-projector c·Aᵀ is
+    γ = c, see :func:`to_true_adjoint`).
+    """
+
+    op: LinearOperator
+    y: torch.Tensor
+    gamma: float = 1.0
+    cg_iter: int = 5
+    cg_tol: float = 1e-5
+
+    def __post_init__(self):
+        if self.gamma <= 0:
+            raise ValueError(f"gamma must be > 0, got {self.gamma}")
+        self._gram = self.op.gram()
+        self._aty = self._gram.to_work(self.op.A_adjoint(self.y))
+
+    def normal(self, u: torch.Tensor) -> torch.Tensor:
+        """(I + γ AᵀA) u in the working layout."""
+        return self._gram.apply(u).mul_(self.gamma).add_(u)
+
+    def __call__(self, u0: torch.Tensor) -> torch.Tensor:
+        w0 = self._gram.to_work(u0)
+        rhs = w0 + self.gamma * self._aty
+        return self._gram.from_work(conjugate_gradient(self.normal, rhs, w0, self.cg_iter, self.cg_tol), u0.shape)
+
+
+def data_consistency(op: LinearOperator, y: torch.Tensor, dc: str = "admm", rho: float = 0.0, lam: float = 0.0,
+                     gamma: float = 1.0, cg_iter: int = 5) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The data-consistency solve ``dc`` (:data:`DC_KINDS`) as ``u ↦ u'`` (state such as ADMM duals kept)."""
+    if dc == "admm":
+        return ADMMTV(op, y, rho=rho, lam=lam, cg_iter=cg_iter)
+    if dc == "cg":
+        return ADMMTV(op, y, rho=0.0, lam=0.0, cg_iter=cg_iter)
+    if dc == "proximal":
+        return ProximalCG(op, y, gamma=gamma, cg_iter=cg_iter)
+    raise ValueError(f"dc '{dc}' is not one of {', '.join(DC_KINDS)}")

@@ -13,8 +13,9 @@ edges). The "blending" is the change of partition between steps:
   b, patches {b+m, b+m+k, b+m+2k}, m = 0 … k−1. The original requires S to be a multiple
   of 3k; here the last S mod 3k slices are covered by adjacent patches (label 1) instead.
 
-The schedule picks jump at every ``jump_every``-th step (``jump_every = 2``: alternate, the
-original's setting; ``0``: adjacent only, i.e. DiffusionBlend). All patches of a step go
+The schedule picks jump at every ``jump_every``-th step starting with the first (``jump_every = 2``:
+jump, adjacent, jump, … — the original's alternation, whose odd step counter selects jump and
+starts at 1; ``0``: adjacent only, i.e. DiffusionBlend). All patches of a step go
 through the network together, in chunks of at most ``batch_limit`` patches.
 """
 
@@ -91,8 +92,9 @@ def jump_partition(n: int, k: int = 3) -> list[Patch]:
 
 def choose_partition(step: int, n: int, rng: np.random.Generator, jump_every: int = 2, k: int = 3) -> list[Patch]:
     """The partition of reverse step ``step`` (0-based): jump-k when ``jump_every`` > 0 and
-    (step + 1) % jump_every == 0, else adjacent with a random offset drawn from ``rng``."""
-    if jump_every and (step + 1) % jump_every == 0:
+    step % jump_every == 0 (the first step jumps), else adjacent with a random offset drawn
+    from ``rng``."""
+    if jump_every and step % jump_every == 0:
         return jump_partition(n, k)
     return adjacent_partition(n, int(rng.integers(0, PATCH)))
 

@@ -4,8 +4,12 @@
 
 * reverse diffusion (predictor), σ → σ':  x ← x + (σ² − σ'²) s_θ(x, σ) + sqrt(σ² − σ'²) z
 * Langevin (corrector), signal-to-noise ratio r:  ε = 2 (r ‖z‖ / ‖s_θ(x, σ)‖)²,
-  x ← x + ε s_θ(x, σ) + sqrt(2ε) z, with the norms over each group of ``group`` consecutive
-  batch images (2: the real and imaginary parts of one complex image share one step).
+  x ← x + ε s_θ(x, σ) + sqrt(2ε) z. A *sample* is a group of ``group`` consecutive batch
+  images (2: the real and imaginary parts of one complex image share one step) and ‖·‖ its
+  norm. With ``batch = 1`` (the default, score-MRI) every sample has its own step; with
+  ``batch = B`` consecutive runs of B samples share one step from the means over the run,
+  ε = 2 (r · mean_b ‖z_b‖ / mean_b ‖s_b‖)², as score_sde's corrector does for one network
+  batch (DiffusionMBIR: 12 slices per batch; a last, shorter run uses its own means).
 """
 
 from __future__ import annotations
@@ -26,13 +30,23 @@ def reverse_diffusion(score: Score, x: torch.Tensor, sigma: float, sigma_next: f
     return x + g2 * score(x, sigma) + math.sqrt(g2) * z
 
 
+def _run_means(v: torch.Tensor, batch: int) -> torch.Tensor:
+    """Each entry of v (n,) replaced by the mean of its run of ``batch`` consecutive entries."""
+    if batch <= 1:
+        return v
+    runs = torch.arange(v.shape[0], device=v.device) // batch
+    sums = torch.zeros(int(runs[-1]) + 1, dtype=v.dtype, device=v.device).index_add_(0, runs, v)
+    counts = torch.bincount(runs).to(v.dtype)
+    return (sums / counts)[runs]
+
+
 def langevin(score: Score, x: torch.Tensor, sigma: float, snr: float, gen: torch.Generator,
-             n_steps: int = 1, group: int = 1) -> torch.Tensor:
+             n_steps: int = 1, group: int = 1, batch: int = 1) -> torch.Tensor:
     for _ in range(n_steps):
         s = score(x, sigma)
         z = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
-        s_norm = s.reshape(-1, group * s[0].numel()).norm(dim=1).clamp_min(1e-12)
-        z_norm = z.reshape(-1, group * z[0].numel()).norm(dim=1)
+        s_norm = _run_means(s.reshape(-1, group * s[0].numel()).norm(dim=1), batch).clamp_min(1e-12)
+        z_norm = _run_means(z.reshape(-1, group * z[0].numel()).norm(dim=1), batch)
         eps = (2 * (snr * z_norm / s_norm) ** 2).repeat_interleave(group).view(-1, *([1] * (x.dim() - 1)))
         x = x + eps * s + torch.sqrt(2 * eps) * z
     return x

@@ -3,7 +3,9 @@
 The method comes from the registry (:mod:`diffrecon.methods`); its runner is built once for
 the file's :class:`~diffrecon.methods.runner.Problem` and applied to each case. Every case records
 its wall time, and sampling methods their NFE and network seconds; the file records the resolved
-parameters and the provenance (parameter hash, model sha256, commit, library versions, seed).
+parameters and the provenance (parameter hash, model sha256, commit, library versions, seed), and
+the parameters as the algorithm used them when the runner derives them (``sampler_params``, e.g.
+CT data-consistency weights converted to the true adjoint's units).
 """
 
 from __future__ import annotations
@@ -61,7 +63,9 @@ def reconstruct(measurements, method: str, out_path, params: dict | None = None,
             fo.finish({"modality": problem.modality, "method": entry.name, "setting": problem.setting,
                        "dataset": str(read_attrs(measurements).get("dataset", "")),
                        "params": json.dumps(resolved, default=str), "model": str(model or ""),
-                       "provenance": json.dumps(provenance(method, resolved, model), default=str)})
+                       "provenance": json.dumps(provenance(method, resolved, model), default=str),
+                       **({"sampler_params": json.dumps(runner.sampler_params, default=str)}
+                          if getattr(runner, "sampler_params", None) is not None else {})})
     finally:
         runner.close()
     return seconds
