@@ -1,8 +1,9 @@
-# Stage 1: datasets (generate the embedded demo, or index user files) -> manifest.json
+# Stage 1: datasets (generate the embedded demo, convert DICOM / NIfTI CT, or index user files) -> manifest.json
 
 
 rule prepare_dataset:
-    """Generate (source: demo) or index (source: files) one dataset and write its manifest."""
+    """Generate (demo), convert into the CT store (dicom, nifti; the data are read when the job runs,
+    not when the DAG is built) or index (files) one dataset, and write its manifest."""
     output:
         f"{RESULTS}/data/{{modality}}/{{dataset}}/manifest.json",
     log:

@@ -1,4 +1,4 @@
-"""Rule prepare_dataset: generate the demo data or index user files, write manifest.json."""
+"""Rule prepare_dataset: generate the demo data, convert DICOM / NIfTI CT into the store, or index user files; write manifest.json."""
 from pathlib import Path
 
 from diffrecon.data.datasets import prepare_dataset

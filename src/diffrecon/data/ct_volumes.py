@@ -1,9 +1,16 @@
 """Read and write CT volumes and sinograms.
 
-Volume file (HDF5)::
+Volume file (HDF5), the one layout of the preprocessed store (demo and real data alike)::
 
-    volume   float32 (slices, H, W), values in [0, 1] (attenuation normalised to the demo window)
-    attrs:   spacing_mm = (dz, dy, dx), description
+    volume        float32 (slices, H, W), values in [0, 1] (attenuation scaled by a window),
+                  chunked one chunk per slice, chunks = (1, H, W)
+    source_files  optional str (slices,): the source file(s) of each slice, in slice order
+    attrs:        spacing_mm = (dz, dy, dx), description, and provenance when converted from
+                  DICOM / NIfTI: source_series_uid, source_patient_id, hu_window (lo, hi) or
+                  scaling, resized_from (H0, W0), ...
+
+Slices are in anatomical order (index 0 = most inferior for the converted data); ``dz`` is the
+slice spacing measured from the slice positions, ``dy, dx`` the pixel spacing after resizing.
 
 ``.npy`` volumes of shape (slices, H, W) are accepted on reading. A sinogram
 file holds ``sinogram`` (slices, views, detectors) and ``angles`` (radians).
@@ -19,18 +26,32 @@ import numpy as np
 from diffrecon.data.fastmri import DataFormatError, open_h5, read_dataset
 
 
-def write_ct_volume(path, volume: np.ndarray, spacing_mm=(1.0, 1.0, 1.0), description: str = "") -> Path:
-    """Write ``volume`` (slices, H, W) to an HDF5 file atomically."""
+def write_ct_volume(path, volume: np.ndarray, spacing_mm=(1.0, 1.0, 1.0), description: str = "",
+                    provenance: dict | None = None) -> Path:
+    """Write ``volume`` (slices, H, W) to an HDF5 file atomically, one chunk per slice.
+
+    ``provenance`` entries become file attributes (strings, numbers, numeric sequences), except
+    ``source_files`` (one entry per slice), which is stored as a string dataset.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if volume.ndim != 3:
         raise DataFormatError(f"{path}: CT volume must be (slices, H, W), got {volume.shape}")
+    provenance = dict(provenance or {})
+    source_files = provenance.pop("source_files", None)
     tmp = path.with_suffix(path.suffix + ".part")
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset("volume", data=volume.astype(np.float32))
-        f.attrs["spacing_mm"] = np.asarray(spacing_mm, dtype=np.float64)
-        f.attrs["description"] = description
-    tmp.replace(path)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("volume", data=volume.astype(np.float32), chunks=(1, *volume.shape[1:]))
+            f.attrs["spacing_mm"] = np.asarray(spacing_mm, dtype=np.float64)
+            f.attrs["description"] = description
+            for key, value in provenance.items():
+                f.attrs[key] = value
+            if source_files is not None:
+                f.create_dataset("source_files", data=[str(s) for s in source_files], dtype=h5py.string_dtype())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

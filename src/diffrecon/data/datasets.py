@@ -7,7 +7,10 @@ Every dataset named in the config becomes ``manifest.json``::
      "description": ...}
 
 Downstream steps read only the manifest, so the demo and real data (fastMRI
-h5 files, AAPM/LIDC volumes converted to h5/npy) follow the same DAG.
+h5 files, AAPM/LIDC volumes converted to h5/npy) follow the same DAG. CT from a
+DICOM tree or NIfTI files (``source: dicom`` / ``nifti``) is converted into the
+preprocessed store by :mod:`diffrecon.data.ct_store`, whose manifest adds a
+``preprocessing`` record.
 
 Demo data (deterministic for a seed; see ``docs/demo_data.md``):
 
@@ -95,18 +98,24 @@ def _indexed_files(cfg: dict) -> dict:
 
 
 def prepare_dataset(name: str, cfg: dict, outdir, seed: int = 0) -> dict:
-    """Generate (demo) or index (files) dataset ``name`` and write ``outdir/manifest.json``."""
+    """Generate (demo), convert (dicom, nifti) or index (files) dataset ``name``; write ``outdir/manifest.json``."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     modality, source = cfg["modality"], cfg["source"]
+    extra = {}
     if source == "demo":
         splits = (_mri_demo if modality == "mri" else _ct_demo)(name, cfg, outdir, seed)
         description = MRI_DESCRIPTION if modality == "mri" else CT_DESCRIPTION
+    elif source in ("dicom", "nifti"):
+        from diffrecon.data.ct_store import build_ct_store
+
+        splits, extra["preprocessing"] = build_ct_store(name, cfg, outdir)
+        description = cfg.get("description", f"{source} CT")
     else:
         splits = _indexed_files(cfg)
         description = cfg.get("description", "user files")
     manifest = {"name": name, "modality": modality, "source": source, "seed": seed,
-                "splits": splits, "description": description}
+                "splits": splits, "description": description, **extra}
     tmp = outdir / "manifest.json.part"
     tmp.write_text(json.dumps(manifest, indent=2))
     tmp.replace(outdir / "manifest.json")
