@@ -6,6 +6,9 @@
 * Langevin (corrector), signal-to-noise ratio r:  ε = 2 (r ‖z‖ / ‖s_θ(x, σ)‖)²,
   x ← x + ε s_θ(x, σ) + sqrt(2ε) z, with the norms over each group of ``group`` consecutive
   batch images (2: the real and imaginary parts of one complex image share one step).
+
+With ``with_mean=True`` both return ``(x, x_mean)``, x_mean being the update without its added
+noise (of the last Langevin step), as score_sde's predictors and correctors do.
 """
 
 from __future__ import annotations
@@ -20,22 +23,26 @@ Score = Callable[[torch.Tensor, float], torch.Tensor]
 
 
 def reverse_diffusion(score: Score, x: torch.Tensor, sigma: float, sigma_next: float,
-                      gen: torch.Generator) -> torch.Tensor:
+                      gen: torch.Generator, with_mean: bool = False):
     g2 = sigma ** 2 - sigma_next ** 2
     z = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
-    return x + g2 * score(x, sigma) + math.sqrt(g2) * z
+    mean = x + g2 * score(x, sigma)
+    out = mean + math.sqrt(g2) * z
+    return (out, mean) if with_mean else out
 
 
 def langevin(score: Score, x: torch.Tensor, sigma: float, snr: float, gen: torch.Generator,
-             n_steps: int = 1, group: int = 1) -> torch.Tensor:
+             n_steps: int = 1, group: int = 1, with_mean: bool = False):
+    mean = x
     for _ in range(n_steps):
         s = score(x, sigma)
         z = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
         s_norm = s.reshape(-1, group * s[0].numel()).norm(dim=1).clamp_min(1e-12)
         z_norm = z.reshape(-1, group * z[0].numel()).norm(dim=1)
         eps = (2 * (snr * z_norm / s_norm) ** 2).repeat_interleave(group).view(-1, *([1] * (x.dim() - 1)))
-        x = x + eps * s + torch.sqrt(2 * eps) * z
-    return x
+        mean = x + eps * s
+        x = mean + torch.sqrt(2 * eps) * z
+    return (x, mean) if with_mean else x
 
 
 def timed_call(owner, fn: Callable, *args) -> torch.Tensor:
