@@ -513,3 +513,17 @@ def test_prepare_dataset_empty_glob_names_the_split(tmp_path):
     assert "val" in str(exc.value)
     assert "nothing_*.npy" in str(exc.value)
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_rss_target_wins_over_esc_when_a_file_has_both(tmp_path):
+    """fastMRI single-coil knee files carry both reconstruction_esc and reconstruction_rss; the reader
+    takes reconstruction_rss (the RSS magnitude of the fully sampled multi-coil data, the images the
+    prior is trained on, the same target for single- and multi-coil files)."""
+    path = tmp_path / "both.h5"
+    ksp = (np.ones((2, 8, 8)) + 1j).astype(np.complex64)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("kspace", data=ksp)
+        f.create_dataset("reconstruction_esc", data=np.full((2, 8, 8), 3.0, dtype=np.float32))
+        f.create_dataset("reconstruction_rss", data=np.full((2, 8, 8), 2.0, dtype=np.float32))
+    vol = read_volume(path)
+    assert np.all(vol.target == 2.0)

@@ -280,3 +280,52 @@ def test_espirit_rejects_small_calibration():
     ksp = np.zeros((4, 32, 32), dtype=np.complex64)
     with pytest.raises(ValueError, match="calib_width"):
         espirit_maps(ksp, calib_width=2)
+
+
+def _phase_maps(n_coils: int, n: int) -> np.ndarray:
+    """Birdcage maps times a smooth, coil-dependent phase ramp (far from real), unit RSS."""
+    yy, xx = np.meshgrid(np.linspace(-1, 1, n), np.linspace(-1, 1, n), indexing="ij")
+    ramps = np.stack([np.exp(1j * (1.1 * c + (0.8 + 0.3 * c) * xx - 0.6 * yy)) for c in range(n_coils)])
+    return (birdcage_maps(n_coils, (n, n)) * ramps).astype(np.complex128)
+
+
+def test_coil_combine_of_coil_images_returns_the_object():
+    """Σ_c conj(S_c) (S_c ρ) = ρ for unit-RSS maps: the conjugate undoes every coil's phase (without it
+    the coils' phases add up and scramble the object)."""
+    n = 24
+    maps = _phase_maps(6, n)
+    g = np.random.default_rng(0)
+    rho = torch.from_numpy(g.standard_normal((n, n)) + 1j * g.standard_normal((n, n)))
+    op = MultiCoilMRI(maps, np.ones((n, n)))
+    torch.testing.assert_close(op.coil_combine(op.coil_images(rho)), rho, rtol=0, atol=1e-6)
+
+
+def test_single_coil_reference_image_is_the_object_up_to_a_smooth_phase():
+    """stages.simulate.mri_ground_truth (single-coil mode) combines coil images made with known
+    complex maps into the object: the ESPIRiT maps equal the true ones up to one phase per pixel
+    (referenced to coil 0), so |image| = |object| inside the object."""
+    import sigpy
+
+    from diffrecon.stages.simulate import mri_ground_truth
+
+    n = 48
+    obj = sigpy.shepp_logan((n, n)).astype(np.complex128)
+    maps = _phase_maps(6, n)
+    coils = (maps * obj)[None].astype(np.complex64)                      # (S=1, C, H, W)
+    img, target = mri_ground_truth(coils, "singlecoil", True, acs=24)
+    inside = np.abs(obj) > 0.2 * np.abs(obj).max()
+    assert np.abs(np.abs(img[0][inside]) - np.abs(obj[inside])).max() < 0.03
+    np.testing.assert_allclose(target, np.abs(img))
+
+
+@pytest.mark.parametrize("calib", [8, 16])
+def test_espirit_default_kernel_width_is_min_6_half_the_calibration(calib):
+    """The default kernel is min(6, calib_width // 2), as documented: 4 for 8 ACS lines, 6 for 16."""
+    n = 32
+    img = np.asarray(__import__("sigpy").shepp_logan((n, n)), dtype=np.complex128)
+    ksp = MultiCoilMRI(birdcage_maps(4, (n, n)), np.ones((n, n))).A(torch.from_numpy(img)).numpy()
+    default = espirit_maps(ksp, calib_width=calib)
+    documented = min(6, calib // 2)
+    np.testing.assert_array_equal(default, espirit_maps(ksp, calib_width=calib, kernel_width=documented))
+    for other in (documented - 1, documented + 1):
+        assert not np.allclose(default, espirit_maps(ksp, calib_width=calib, kernel_width=other), atol=1e-4)

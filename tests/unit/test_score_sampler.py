@@ -15,6 +15,7 @@ from diffrecon.samplers.score_mri import (
     acs_reference,
     magnitude,
     sense_correction,
+    slice_peak,
 )
 
 H = W = 8
@@ -264,3 +265,19 @@ def test_unknown_algorithm_is_rejected():
     sampler = ScoreMRISampler(lambda x, s: x, VESDE(0.01, 1.0), SamplerConfig(n_steps=1, progress=False))
     with pytest.raises(ValueError, match="not one of"):
         sampler.sample(torch.zeros(1, H, W, dtype=torch.complex64), SingleCoilMRI(torch.ones(H, W)), "bogus")
+
+
+def test_slice_peak_is_the_zero_filled_peak_per_slice():
+    """The runner's per-slice scale: peak of |Aᴴ y| per slice (largest coil for multi-coil data)."""
+    g = torch.Generator().manual_seed(11)
+    mask = (torch.rand(H, W, generator=g) < 0.5).double()
+    op = SingleCoilMRI(mask)
+    y = op.A(torch.randn(2, 3, H, W, dtype=torch.complex128, generator=g) * torch.tensor([1.0, 0.2]).view(2, 1, 1, 1))
+    peak = slice_peak(y, op, multicoil=True)
+    assert peak.shape == (2, 1, 1, 1)
+    for s in range(2):
+        assert float(peak[s]) == pytest.approx(float(op.A_adjoint(y[s]).abs().max()))
+    single = slice_peak(y[:, 0], op, multicoil=False)
+    assert single.shape == (2, 1, 1)
+    assert float(single[1]) == pytest.approx(float(op.A_adjoint(y[1, 0]).abs().max()))
+    assert float(slice_peak(torch.zeros_like(y), op, multicoil=True)[0]) == 1.0

@@ -290,3 +290,22 @@ def test_physics_names_resolve_lazily():
         assert getattr(physics, name) is not None
     with pytest.raises(AttributeError):
         physics.no_such_operator  # noqa: B018
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, 1.5])
+def test_acs_fraction_out_of_range_is_rejected(cfg, value):
+    cfg["mri"]["accelerations"][1]["acs_fraction"] = value
+    msg = _error(cfg)
+    assert "mri.accelerations[1].acs_fraction" in msg and str(value) in msg
+
+
+@pytest.mark.parametrize("path", [("score_mri", "train"), ("mri", "unet", "train"), ("ct", "fbp_unet", "train"),
+                                  ("ct_priors", "patch", "train")])
+@pytest.mark.parametrize("value", [-0.5, 1.5])
+def test_ema_decay_out_of_range_is_rejected(cfg, path, value):
+    node = cfg
+    for key in path:
+        node = node[key]
+    node["ema_decay"] = value
+    msg = _error(cfg)
+    assert ".".join(path) + ".ema_decay" in msg and str(value) in msg

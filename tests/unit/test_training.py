@@ -421,3 +421,31 @@ def test_shipped_weights_load_with_their_checksum(name):
     assert isinstance(process, VPSchedule if kind in ("patch", "slice") else VESDE)
     assert net.cfg.sample_size == meta["image_size"] and not net.training
     assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
+def test_ema_weights_follow_their_definition(tmp_path):
+    """EMA after k steps: e ← d_k e + (1 − d_k) θ_k with d_k = min(decay, (1 + k) / (10 + k)) and θ_k the
+    weights after step k (e starts at the initial weights). The EMA weights are what ships."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    seen = []
+
+    def loss_fn(m, x0, gen):
+        seen.append({k: v.detach().clone() for k, v in m.named_parameters()})
+        return ((m(x0.reshape(len(x0), -1)) - 1.0) ** 2).mean()
+
+    data = torch.rand(8, 1, 2, 2, generator=torch.Generator().manual_seed(1))
+    cfg = TrainConfig(steps=14, batch_size=4, lr=0.05, warmup=1, grad_clip=0.0, ema_decay=0.6,
+                      checkpoint_every=14, seed=0)
+    train(model, data, loss_fn, cfg, tmp_path / "ck", progress=False)
+    after = seen[1:] + [{k: v.detach().clone() for k, v in model.named_parameters()}]
+    ema = dict(seen[0])
+    for k, theta in enumerate(after):
+        d = min(0.6, (1 + k) / (10 + k))                      # reaches 0.6 from k = 8 on
+        ema = {name: d * ema[name] + (1 - d) * theta[name] for name in ema}
+    tensors, _ = load_checkpoint(tmp_path / "ck")
+    saved = unprefixed("ema", tensors)
+    assert saved.keys() == ema.keys()
+    for name in ema:
+        torch.testing.assert_close(saved[name], ema[name], rtol=0, atol=1e-6)
+    assert not torch.allclose(saved["weight"], after[-1]["weight"], atol=1e-3)   # not just the last weights

@@ -23,6 +23,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+# Preference order when a file has both (fastMRI single-coil knee files do): the RSS of the fully
+# sampled multi-coil data is the magnitude image the prior trains on and the same target for
+# single- and multi-coil files; the emulated single-coil (ESC) image is used only without it.
 TARGET_KEYS = ("reconstruction_rss", "reconstruction_esc")
 
 _HEADER = """<?xml version="1.0" encoding="utf-8"?>

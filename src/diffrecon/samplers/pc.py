@@ -10,6 +10,9 @@
   ``batch = B`` consecutive runs of B samples share one step from the means over the run,
   ε = 2 (r · mean_b ‖z_b‖ / mean_b ‖s_b‖)², as score_sde's corrector does for one network
   batch (DiffusionMBIR: 12 slices per batch; a last, shorter run uses its own means).
+
+With ``with_mean=True`` both return ``(x, x_mean)``, x_mean being the update without its added
+noise (of the last Langevin step), as score_sde's predictors and correctors do.
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ Score = Callable[[torch.Tensor, float], torch.Tensor]
 
 
 def reverse_diffusion(score: Score, x: torch.Tensor, sigma: float, sigma_next: float,
-                      gen: torch.Generator) -> torch.Tensor:
+                      gen: torch.Generator, with_mean: bool = False):
     g2 = sigma ** 2 - sigma_next ** 2
     z = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
-    return x + g2 * score(x, sigma) + math.sqrt(g2) * z
+    mean = x + g2 * score(x, sigma)
+    out = mean + math.sqrt(g2) * z
+    return (out, mean) if with_mean else out
 
 
 def _run_means(v: torch.Tensor, batch: int) -> torch.Tensor:
@@ -41,15 +46,17 @@ def _run_means(v: torch.Tensor, batch: int) -> torch.Tensor:
 
 
 def langevin(score: Score, x: torch.Tensor, sigma: float, snr: float, gen: torch.Generator,
-             n_steps: int = 1, group: int = 1, batch: int = 1) -> torch.Tensor:
+             n_steps: int = 1, group: int = 1, batch: int = 1, with_mean: bool = False):
+    mean = x
     for _ in range(n_steps):
         s = score(x, sigma)
         z = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
         s_norm = _run_means(s.reshape(-1, group * s[0].numel()).norm(dim=1), batch).clamp_min(1e-12)
         z_norm = _run_means(z.reshape(-1, group * z[0].numel()).norm(dim=1), batch)
         eps = (2 * (snr * z_norm / s_norm) ** 2).repeat_interleave(group).view(-1, *([1] * (x.dim() - 1)))
-        x = x + eps * s + torch.sqrt(2 * eps) * z
-    return x
+        mean = x + eps * s
+        x = mean + torch.sqrt(2 * eps) * z
+    return (x, mean) if with_mean else x
 
 
 def timed_call(owner, fn: Callable, *args) -> torch.Tensor:

@@ -28,11 +28,13 @@ Algorithms (Chung & Ye):
 * Alg. 4 ``ssos``      — every coil image reconstructed with its own DC; predictor, DC,
   corrector, DC; init σ_0 (z_r + i z_i); result sqrt(Σ_c |x_c|²) (magnitude RSS, unlike the
   original's complex sqrt(Σ x_c²)).
-* Alg. 5 ``hybrid``    — Alg. 4 plus, every m steps, a SENSE correction with coil maps S
-  estimated by ESPIRiT **from the ACS region of the measured data** (no oracle): with
-  ρ = Σ_c S̄_c x_c and A = M F S (the SENSE operator), x_c ← x_c + λ_i S_c Aᴴ(y − A ρ). λ_i
-  falls linearly from λ_start to λ_end over the actual number of steps. (The original multiplies
-  the coil images by S a second time and uses a 2000-step λ horizon for any N; neither is copied.)
+* Alg. 5 ``hybrid``    — Alg. 4 plus, at every step i with i mod m = 0 (the first at i = 0, as in
+  the original, so with N divisible by m the last correction is followed by m − 1 steps of
+  per-coil data consistency), a SENSE correction with coil maps S estimated by ESPIRiT **from the
+  ACS region of the measured data** (no oracle): with ρ = Σ_c S̄_c x_c and A = M F S (the SENSE
+  operator), x_c ← x_c + λ_i S_c Aᴴ(y − A ρ). λ_i = λ_start + (λ_end − λ_start) i / (N − 1) falls
+  linearly over the actual number of steps. (The original multiplies the coil images by S a
+  second time and uses a 2000-step λ horizon for any N; neither is copied.)
 
 Reference (``phase_reference="acs"``, the default for Alg. 3–5). The prior only knows real,
 non-negative images of unit peak, so a complex image whose phase sits far from 0 (a global
@@ -46,8 +48,24 @@ projection onto {x : M F x = y} reads z ← [F⁻¹((1 − λM) ⊙ F(r ⊙ z) +
 constraint set and the estimate's image domain are unchanged. ``phase_reference="none"`` runs
 the algorithms exactly as published.
 
-The output is the magnitude of the last data-consistent iterate; K posterior samples (fresh
-noise per sample) give a pixel-wise mean and standard deviation.
+Output (as the original, score_sde style: predictor and corrector give (x, x_mean), x_mean the
+update without its added noise; the chain continues with x): Alg. 3 returns DC of the predictor
+mean of the last step, Alg. 4/5 DC of the corrector mean of the last step (and, for Alg. 5, its
+SENSE correction if one falls on the last step); Alg. 2 (the original's fast real sampler)
+returns DC of the last predictor output *with* its noise (its x_mean is DC(x)), which leaves
+about σ_min of noise in the unmeasured k-space. Estimates are magnitudes; K posterior samples
+(fresh noise per sample) give a pixel-wise mean and standard deviation.
+
+Scale (``slice_scale="zero_filled"``, the default of :func:`reconstruct_volume`). Test volumes
+are normalised by their maximum (the fastMRI metric convention: data range = volume maximum),
+while the prior was trained on slices of unit peak. Each slice of y is therefore divided by s =
+the peak of its zero-filled image (max over coils of |Aᴴ y_c| for multi-coil data: only measured
+data enter) and the estimate multiplied back by s. The algorithms are linear in the data
+except for the prior, so this only changes which images the prior sees; for Alg. 3–5 with the
+``acs`` reference (which already samples x / r with r carrying the same per-image peak) it
+changes nothing but rounding. It matters for Alg. 2 and for ``phase_reference="none"``, where an
+off-centre slice of peak 0.3 would otherwise be pulled towards unit-peak images.
+``slice_scale="none"`` samples the data as given.
 """
 
 from __future__ import annotations
@@ -82,6 +100,7 @@ class SamplerConfig(Options):
     progress: bool = True
     phase_reference: str = "acs"          # "acs": sample x / r, r from the ACS and zero-filled data; "none"
     acs_width: int = 8                    # side of the fully sampled centre used for the phase of r
+    slice_scale: str = "zero_filled"      # reconstruct_volume: each slice to unit zero-filled peak and back; "none"
     precision: str = "float32"            # network arithmetic: float32 | bfloat16 (autocast) | auto
 
 
@@ -109,6 +128,17 @@ def acs_reference(y: torch.Tensor, op: SingleCoilMRI, acs_width: int) -> torch.T
                         torch.ones((), dtype=y.dtype, device=y.device))
     return phase * scale
 
+
+
+def slice_peak(y: torch.Tensor, op: SingleCoilMRI, multicoil: bool) -> torch.Tensor:
+    """Peak of the zero-filled image of each slice of ``y`` ((S, H, W), or (S, C, H, W) with
+    ``multicoil``: the largest coil-image peak), shape (S, 1, 1[, 1]) for broadcasting; slices
+    without data get 1."""
+    mag = op.A_adjoint(y).abs()
+    peak = mag.amax(dim=(-3, -2, -1) if multicoil else (-2, -1), keepdim=True)
+    if multicoil:
+        peak = peak.reshape(peak.shape[0], 1, 1, 1)
+    return torch.where(peak > 0, peak, torch.ones_like(peak))
 
 
 def _to_batch(x: torch.Tensor, real_only: bool) -> torch.Tensor:
@@ -144,14 +174,18 @@ class ScoreMRISampler:
         self.nfe += 1
         return timed_call(self, self.score_fn, xb, torch.full((xb.shape[0],), sigma, dtype=xb.dtype, device=xb.device))
 
-    def _predictor(self, xb, sigma, sigma_next, gen):
-        return reverse_diffusion(self._score, xb, sigma, sigma_next, gen)
+    def _predictor(self, x, sigma, sigma_next, gen, real_only: bool, with_mean: bool = False):
+        """Reverse-diffusion step of complex images ``x``; with ``with_mean`` also its noise-free mean."""
+        out = reverse_diffusion(self._score, _to_batch(x, real_only), sigma, sigma_next, gen, with_mean=with_mean)
+        return tuple(_from_batch(o, x.shape, real_only) for o in out) if with_mean else _from_batch(out, x.shape, real_only)
 
-    def _corrector(self, xb, sigma, gen, group: int = 1):
-        """Langevin steps; ``group`` = 2 gives the real and imaginary parts of a complex image one
-        step size (a nearly zero part, like the imaginary part of a referenced image, has a tiny
-        score and would otherwise get a huge step)."""
-        return langevin(self._score, xb, sigma, self.cfg.snr, gen, self.cfg.n_corrector, group)
+    def _corrector(self, x, sigma, gen, real_only: bool, with_mean: bool = False):
+        """Langevin steps of complex images ``x``; the real and imaginary parts of one image share
+        one step size (a nearly zero part, like the imaginary part of a referenced image, has a
+        tiny score and would otherwise get a huge step)."""
+        out = langevin(self._score, _to_batch(x, real_only), sigma, self.cfg.snr, gen, self.cfg.n_corrector,
+                       1 if real_only else 2, with_mean=with_mean)
+        return tuple(_from_batch(o, x.shape, real_only) for o in out) if with_mean else _from_batch(out, x.shape, real_only)
 
     def sigmas(self) -> list[float]:
         """σ_i = σ(t_i) for t_i = linspace(1, ε, N), followed by σ_N = 0."""
@@ -199,20 +233,38 @@ class ScoreMRISampler:
         x = sig[0] * torch.complex(noise[0], torch.zeros_like(noise[1]) if real_only else noise[1])
         if algorithm in ("real", "complex"):
             x = dc(x, 1.0)
-        steps = range(cfg.n_steps)
-        for i in tqdm(steps, desc=f"score-{algorithm}", disable=not cfg.progress, leave=False):
+        # The chain carries the noisy iterate x; the estimate is the data-consistent noise-free mean
+        # of the last update (score_sde's x_mean), except for Alg. 2, whose original returns DC of
+        # the last predictor output with its noise (see the module docstring).
+        n = cfg.n_steps
+        x_mean = x
+        for i in tqdm(range(n), desc=f"score-{algorithm}", disable=not cfg.progress, leave=False):
+            last = i == n - 1
             if algorithm in ("real", "complex"):            # Alg. 2/3: C, DC, P, DC
-                x = dc(_from_batch(self._corrector(_to_batch(x, real_only), sig[i], gen, 1 if real_only else 2),
-                                   x.shape, real_only))
-                x = dc(_from_batch(self._predictor(_to_batch(x, real_only), sig[i], sig[i + 1], gen),
-                                   x.shape, real_only))
+                x = dc(self._corrector(x, sig[i], gen, real_only))
+                if last and algorithm == "complex":
+                    x, x_mean = self._predictor(x, sig[i], sig[i + 1], gen, False, with_mean=True)
+                    x, x_mean = dc(x), dc(x_mean)
+                else:
+                    x = x_mean = dc(self._predictor(x, sig[i], sig[i + 1], gen, real_only))
             else:                                           # Alg. 4/5: P, DC, C, DC
-                x = dc(_from_batch(self._predictor(_to_batch(x, False), sig[i], sig[i + 1], gen), x.shape, False))
-                x = dc(_from_batch(self._corrector(_to_batch(x, False), sig[i], gen, 2), x.shape, False))
-                if algorithm == "hybrid" and (i + 1) % cfg.hybrid_every == 0:
-                    lam = cfg.hybrid_lambda[0] + (cfg.hybrid_lambda[1] - cfg.hybrid_lambda[0]) * i / max(cfg.n_steps - 1, 1)
+                x = dc(self._predictor(x, sig[i], sig[i + 1], gen, False))
+                if last:
+                    x, x_mean = self._corrector(x, sig[i], gen, False, with_mean=True)
+                    x, x_mean = dc(x), dc(x_mean)
+                else:
+                    x = dc(self._corrector(x, sig[i], gen, False))
+                if algorithm == "hybrid" and i % cfg.hybrid_every == 0:     # first at i = 0, as the original
+                    lam = self.hybrid_lambda(i)
                     x = to_z(sense_correction(to_x(x), y, sense_op, lam))
-        return to_x(x)
+                    if last:
+                        x_mean = to_z(sense_correction(to_x(x_mean), y, sense_op, lam))
+        return to_x(x_mean if n else x)
+
+    def hybrid_lambda(self, i: int) -> float:
+        """λ_i of the SENSE correction at step i: linear from λ_start (i = 0) to λ_end (i = N − 1)."""
+        a, b = self.cfg.hybrid_lambda
+        return a + (b - a) * i / max(self.cfg.n_steps - 1, 1)
 
     def reconstruct(self, y: torch.Tensor, op: SingleCoilMRI, algorithm: str,
                     sense_op: MultiCoilMRI | None = None) -> dict:
@@ -274,7 +326,12 @@ def reconstruct_volume(kspace, mask, coil_mode: str, method: str, network, sde, 
         maps = torch.from_numpy(np.stack([espirit_maps(k, calib_width=acs_width) for k in kspace])).to(device)
         sense_op = MultiCoilMRI(maps, m)                        # one map set per slice: (S, C, H, W)
     cfg = dataclasses.replace(cfg, acs_width=int(acs_width))
+    if cfg.slice_scale not in ("zero_filled", "none"):
+        raise ValueError(f"slice_scale '{cfg.slice_scale}' is not one of zero_filled, none")
+    # each slice to the prior's unit peak (only measured data enter), the estimate scaled back
+    scale = slice_peak(y, op, y.ndim == 4) if cfg.slice_scale == "zero_filled" else torch.ones((), device=y.device)
     sampler = ScoreMRISampler(network_fn(network, cfg.precision, batch_limit), sde, cfg)
-    out = sampler.reconstruct(y, op, algorithm, sense_op)
-    return {"mean": out["mean"].cpu().numpy(), "std": out["std"].cpu().numpy(), "nfe": sampler.nfe,
+    out = sampler.reconstruct(y / scale, op, algorithm, sense_op)
+    s = scale.reshape(-1, 1, 1) if scale.ndim else scale
+    return {"mean": (s * out["mean"]).cpu().numpy(), "std": (s * out["std"]).cpu().numpy(), "nfe": sampler.nfe,
             "network_seconds": sampler.network_seconds}
