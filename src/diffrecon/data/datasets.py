@@ -8,6 +8,9 @@ Every dataset named in the config becomes ``manifest.json``::
 
 Downstream steps read only the manifest, so the demo and real data (fastMRI
 h5 files, AAPM/LIDC volumes converted to h5/npy) follow the same DAG.
+``source: fastmri`` preprocesses raw fastMRI files into the store
+(:mod:`diffrecon.data.fastmri_raw`) and adds ``prospective`` and a
+``preprocessing`` record (sources, crop, kept slices, normalisation, versions).
 
 Demo data (deterministic for a seed; see ``docs/demo_data.md``):
 
@@ -99,14 +102,21 @@ def prepare_dataset(name: str, cfg: dict, outdir, seed: int = 0) -> dict:
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     modality, source = cfg["modality"], cfg["source"]
+    extra = {}
     if source == "demo":
         splits = (_mri_demo if modality == "mri" else _ct_demo)(name, cfg, outdir, seed)
         description = MRI_DESCRIPTION if modality == "mri" else CT_DESCRIPTION
+    elif source == "fastmri":
+        from diffrecon.data.fastmri_raw import prepare_fastmri
+
+        splits, record = prepare_fastmri(name, cfg, outdir)
+        description = cfg.get("description", "fastMRI raw files, preprocessed")
+        extra = {"prospective": bool(cfg.get("prospective", False)), "preprocessing": record}
     else:
         splits = _indexed_files(cfg)
         description = cfg.get("description", "user files")
     manifest = {"name": name, "modality": modality, "source": source, "seed": seed,
-                "splits": splits, "description": description}
+                "splits": splits, "description": description, **extra}
     tmp = outdir / "manifest.json.part"
     tmp.write_text(json.dumps(manifest, indent=2))
     tmp.replace(outdir / "manifest.json")
