@@ -183,3 +183,16 @@ def test_cli_bad_raw_file_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "bad_mask.h5: 'mask' has 10 entries, k-space has 16 columns" in err
     assert not (tmp_path / "r.h5").exists()
+
+
+def test_prospective_figure(raw, tmp_path):
+    from diffrecon.stages.measure import measure_prospective
+    from diffrecon.stages.reconstruct import reconstruct
+    from diffrecon.stages.report import prospective_figure
+
+    m = prepare_dataset("pro", {"modality": "mri", "source": "fastmri", "prospective": True,
+                                "files": {"test": str(raw["pro"][0])}}, tmp_path / "pro")
+    measure_prospective(m, tmp_path / "meas.h5", "multicoil", central_slices=1)
+    reconstruct(tmp_path / "meas.h5", "zero_filled", tmp_path / "zf.h5")
+    prospective_figure(tmp_path / "meas.h5", {"zero_filled": tmp_path / "zf.h5"}, tmp_path / "f.png")
+    assert (tmp_path / "f.png").stat().st_size > 1000

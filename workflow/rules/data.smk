@@ -1,8 +1,12 @@
-# Stage 1: datasets (generate the embedded demo, or index user files) -> manifest.json
+# Stage 1: datasets (generate the embedded demo, index user files, or preprocess raw fastMRI files)
+# -> manifest.json. Raw files are globbed when the rule runs, so the DAG builds without them.
 
 
 rule prepare_dataset:
-    """Generate (source: demo) or index (source: files) one dataset and write its manifest."""
+    """Generate (source: demo), index (source: files) or preprocess (source: fastmri) one dataset
+    and write its manifest."""
+    input:
+        unpack(dataset_inputs),
     output:
         f"{RESULTS}/data/{{modality}}/{{dataset}}/manifest.json",
     log:
@@ -15,3 +19,18 @@ rule prepare_dataset:
         ENV
     script:
         "../scripts/prepare_dataset.py"
+
+
+rule download_dataset:
+    """Fetch the archives of a dataset's `download` block from the user's own links (resumable,
+    checked, extracted); the record names files only, never links."""
+    output:
+        f"{RESULTS}/data/downloads/{{dataset}}.json",
+    log:
+        "logs/download_dataset/{dataset}.log",
+    params:
+        download=lambda w: config["datasets"][w.dataset]["download"],
+    conda:
+        ENV
+    script:
+        "../scripts/download.py"

@@ -191,7 +191,7 @@ def prepare_fastmri(name: str, cfg: dict, outdir) -> tuple[dict, dict]:
     flagged = bool(cfg.get("prospective", False))
     splits, files = {}, {}
     for split, pattern in cfg["files"].items():
-        matches = sorted(glob.glob(str(Path(pattern).expanduser())))
+        matches = sorted(glob.glob(str(Path(pattern).expanduser()), recursive=True))
         if not matches:
             raise FileNotFoundError(f"datasets: {name}: split '{split}' pattern '{Path(pattern).name}' "
                                     f"in {Path(pattern).parent} matches no file")

@@ -38,7 +38,8 @@ Kinds
     ``equispacedfraction``, columns at the rounded positions of
     ``arange(offset, W - 1, R')`` with ``R'`` chosen so that the ACS block plus
     these columns give ``W/R`` columns on average. The number of sampled columns
-    of ``random`` is random (its effective acceleration is close to ``R``).
+    of ``random`` is random (its effective acceleration is close to ``R``). ``R = 1``
+    gives the full mask.
 
 Design note: the original score-MRI mask code draws the extra lines/points
 *with* replacement, so duplicates are lost and the effective acceleration
@@ -246,6 +247,8 @@ def _mask_fastmri(kind: str, shape: tuple[int, int], acceleration: float, acs_fr
             f"acs_fraction={acs_fraction} gives {round(w * acs_fraction)} ACS columns, more than the "
             f"{w / acceleration:.0f} columns allowed by acceleration={acceleration}; lower acs_fraction or acceleration"
         )
+    if acceleration == 1:               # no acceleration: every column (fastMRI's fraction mask would miss the last)
+        return np.ones((h, w), dtype=np.float32)
     cols = fastmri_columns(kind, w, acceleration, acs_fraction, seed)
     return np.broadcast_to(cols[None, :], (h, w)).astype(np.float32)
 
