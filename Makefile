@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	# CPU torch first: this exact pin resolves to the local CPU wheel (other specs pull CUDA packages)
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[workflow,dev]"
+	# fastMRI's reference code without its dependencies (they would replace the CPU torch)
+	$(BIN)/python -m pip install -q --no-deps fastmri==0.3.0 runstats==2.0.0
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

@@ -1,4 +1,5 @@
-"""Command line: ``diffrecon reconstruct`` (your own file) and ``diffrecon check-config``.
+"""Command line: ``diffrecon reconstruct`` (your own file), ``diffrecon check-config`` and
+``diffrecon download`` (fastMRI archives from your own links).
 
 Examples::
 
@@ -6,6 +7,17 @@ Examples::
     diffrecon reconstruct file1000033.h5 --modality mri --method tv \\
         --mask gaussian1d --acceleration 4 --acs-fraction 0.08 --coil-mode multicoil \\
         --output recon.h5 --preview recon.png
+
+    # MRI: a prospective fastMRI test/challenge file (undersampled k-space, its own 1-D `mask`,
+    # no target): reconstructed with its own mask (--mask-file overrides it); no metrics
+    diffrecon reconstruct file_brain_AXT2_200_2000019.h5 --modality mri --method zero_filled \
+        --output recon.h5 --preview recon.png
+
+    # MRI: retrospective undersampling with your own mask ((W,) columns or (H, W); .npy or .h5 `mask`)
+    diffrecon reconstruct file1000033.h5 --modality mri --method tv --mask-file mask.npy -o recon.h5
+
+    # fastMRI archives from the links of the data agreement (one URL a line; never commit that file)
+    diffrecon download --urls-file ~/fastmri_urls.txt --dest /data/fastmri --only knee_multicoil_val.tar.xz
 
     # CT: a volume (h5 `volume` or .npy, (slices, H, W) in [0, 1]) projected at 8 views, then FBP
     diffrecon reconstruct volume.h5 --modality ct --method fbp --setting sv8 --output recon.h5
@@ -28,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from diffrecon import __version__, methods
+from diffrecon.physics.masks import MASK_KINDS
 
 EXIT_USAGE = 2
 
@@ -54,8 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--precision", default="auto", choices=["float32", "bfloat16", "auto"],
                    help="diffusion methods: network arithmetic (auto: bfloat16 where the device has it natively)")
     mri = r.add_argument_group("MRI")
-    mri.add_argument("--mask", default="gaussian1d",
-                     help="gaussian1d | uniform1d | gaussian2d | uniform2d | poisson")
+    mri.add_argument("--mask", default="gaussian1d", help=" | ".join(MASK_KINDS))
+    mri.add_argument("--mask-file", type=Path,
+                     help="use this mask (.npy, or .h5 with 'mask'; (W,) columns or (H, W)) instead of --mask; "
+                          "prospective files (own 'mask', no target) use their own mask unless this is given")
     mri.add_argument("--acceleration", type=float, default=4.0, help="nominal acceleration R")
     mri.add_argument("--acs-fraction", type=float, default=0.08, help="fully sampled centre fraction")
     mri.add_argument("--coil-mode", default="multicoil", help="magnitude | singlecoil | multicoil")
@@ -74,6 +89,16 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check-config", help="validate a pipeline config file")
     c.add_argument("config", type=Path)
+
+    d = sub.add_parser("download", help="download and extract fastMRI archives from your own links (resumable)",
+                       description="Download the archives listed in a URL file (one URL a line, optionally "
+                                   "followed by size=<bytes> and sha256=<hex>), resuming partial downloads, "
+                                   "checking size / sha256 when given, and extract them into --dest. Only file "
+                                   "names are printed, never the links.")
+    d.add_argument("--urls-file", type=Path, help="URL list (default: $FASTMRI_URLS_FILE)")
+    d.add_argument("--dest", type=Path, required=True, help="raw data folder (archives are extracted here)")
+    d.add_argument("--only", nargs="+", metavar="NAME", help="archive file names to fetch (default: all)")
+    d.add_argument("--keep-archives", action="store_true", help="keep the archives after extraction")
 
     e = sub.add_parser("export-weights", help="write shippable EMA weights (+ sidecar, .sha256) from a checkpoint")
     e.add_argument("checkpoint", type=Path, help="training checkpoint (.safetensors with its .json sidecar)")
@@ -104,6 +129,8 @@ def _reconstruct(args) -> dict:
     from diffrecon.settings import CTSetting, MRISetting
     from diffrecon.stages.evaluate import evaluate
     from diffrecon.stages.reconstruct import reconstruct
+    from diffrecon.data.fastmri_raw import is_prospective_file, preprocess_file
+    from diffrecon.stages.measure import measure_prospective
     from diffrecon.stages.simulate import simulate_ct, simulate_mri
 
     if not args.input.is_file():
@@ -115,9 +142,16 @@ def _reconstruct(args) -> dict:
     manifest = {"name": "cli", "splits": {"test": [str(args.input)]}}
     with tempfile.TemporaryDirectory() as tmp:
         meas, target, recon = (Path(tmp) / n for n in ("measurements.h5", "target.h5", "recon.h5"))
-        if args.modality == "mri":
+        if args.modality == "mri" and is_prospective_file(args.input):
+            store = Path(tmp) / "store" / args.input.name
+            preprocess_file(args.input, store)          # readout crop to the recon matrix; own mask kept
+            measure_prospective({"name": "cli", "splits": {"test": [str(store)]}}, meas, args.coil_mode,
+                                central_slices=args.central_slices, mask_file=args.mask_file)
+            target = None
+        elif args.modality == "mri":
             setting = MRISetting(args.mask, args.acceleration, args.acs_fraction, args.coil_mode)
-            simulate_mri(manifest, setting, meas, target, seed=args.seed, central_slices=args.central_slices)
+            simulate_mri(manifest, setting, meas, target, seed=args.seed, central_slices=args.central_slices,
+                         mask_file=args.mask_file)
         elif args.sinogram:
             _sinogram_measurements(args.input, meas, args.projector)
             target = None
@@ -132,6 +166,9 @@ def _reconstruct(args) -> dict:
         except KeyError:
             std = None
         summary = {"input": str(args.input), "method": args.method, "shape": list(rec.shape)}
+        if target is None and args.modality == "mri":
+            summary["prospective"] = True
+            summary["mask"] = json.loads(io.read_attrs(meas)["mask"])
         if target is not None:
             df = evaluate(target, recon, Path(tmp) / "metrics.csv", "cli", "cli", args.method)
             summary["metrics"] = {f"{r.view}/{k}": round(float(getattr(r, k)), 4)
@@ -172,6 +209,12 @@ def main(argv=None) -> int:
         if args.command == "check-config":
             load_config(args.config)
             print(f"{args.config}: valid")
+        elif args.command == "download":
+            from diffrecon.data.download import download_all, read_url_list
+
+            entries = read_url_list(args.urls_file)
+            for rec in download_all(entries, args.dest, only=args.only, keep_archives=args.keep_archives):
+                print(f"{rec['name']}: {rec['status']} ({rec['size']} bytes) -> {rec['extracted_to']}")
         elif args.command == "export-weights":
             from diffrecon.models.checkpoint import export_weights
 

@@ -133,7 +133,22 @@ def validate_config(config: dict, schema_path=SCHEMA) -> dict:
                               f"({', '.join(config['mri']['datasets'])})")
         if entry["name"] in datasets:
             raise ConfigError(f"config: mri.robustness[{i}].name: '{entry['name']}' is already a dataset name")
+    _check_prospective(config, datasets)
     return config
+
+
+def _check_prospective(config: dict, datasets: dict) -> None:
+    """Prospective datasets (no targets) are reconstructed through ``mri.prospective`` only."""
+    mri = config.get("mri") or {}
+    for i, name in enumerate(mri.get("datasets", [])):
+        if datasets[name].get("prospective"):
+            raise ConfigError(f"config: mri.datasets[{i}]: '{name}' is prospective (no targets, no table cell); "
+                              "list it under mri.prospective")
+    for i, entry in enumerate(mri.get("prospective", [])):
+        cfg = datasets.get(entry["dataset"])
+        if cfg is None or cfg["modality"] != "mri" or cfg["source"] != "fastmri" or not cfg.get("prospective"):
+            raise ConfigError(f"config: mri.prospective[{i}].dataset: '{entry['dataset']}' is not an MRI dataset "
+                              "with source: fastmri and prospective: true")
 
 
 def load_config(path) -> dict:

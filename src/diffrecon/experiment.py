@@ -11,7 +11,7 @@ import fnmatch
 import json
 
 from diffrecon import methods
-from diffrecon.settings import CTSetting, MRISetting
+from diffrecon.settings import CTSetting, MRISetting, coil_mode_of
 
 VIEWS = {"mri": ("image",), "ct": ("axial", "coronal", "sagittal")}
 
@@ -74,6 +74,33 @@ class Experiment:
         used = [m for m in self.methods("mri") if any(self.applies("mri", s, m) for s in settings)]
         return {"datasets": datasets, "settings": settings, "methods": used}
 
+    # --------------------------------------------------------------------------- prospective
+    def prospective_sets(self) -> list[tuple[str, str]]:
+        """(dataset, setting) of each prospective dataset (``mri.prospective``): reconstructed with
+        the files' own masks in ``prospective-<coil_mode>``, a figure and no table cell."""
+        from diffrecon.settings import prospective_setting
+
+        return [(p["dataset"], prospective_setting(p.get("coil_mode", "multicoil")))
+                for p in (self.config.get("mri") or {}).get("prospective", [])]
+
+    def prospective_methods(self, dataset: str) -> list[str]:
+        """Methods run on a prospective dataset: its ``methods`` (default ``mri.methods``) that apply
+        to its coil mode and to any mask (not the supervised ones, trained per mask family), within
+        ``mri.learned_settings`` for the learned ones."""
+        entry = next(p for p in self.config["mri"].get("prospective", []) if p["dataset"] == dataset)
+        setting = dict(self.prospective_sets())[dataset]
+        coil_mode = entry.get("coil_mode", "multicoil")
+        patterns = self.config["mri"].get("learned_settings")
+        out = []
+        for name in entry.get("methods") or self.methods("mri"):
+            m = methods.get(name, "mri")
+            if m.kind == "supervised" or not m.applies_to(coil_mode):
+                continue
+            if m.learned and patterns and not any(fnmatch.fnmatch(setting, p) for p in patterns):
+                continue
+            out.append(name)
+        return out
+
     # -------------------------------------------------------------------------------- cells
     def cells(self, modality: str) -> list[tuple[str, str, str]]:
         """Every (dataset, setting, method) table cell of one modality, robustness sets included."""
@@ -102,7 +129,7 @@ class Experiment:
         m = methods.get(method, modality)
         if m.model == "score_mri":
             params = dict(cfg.get("score", {}))
-            if MRISetting.parse(setting).coil_mode == "multicoil":
+            if coil_mode_of(setting) == "multicoil":
                 params.update(cfg.get("score_multicoil", {}))
             if method != "score":
                 params.update(cfg.get(method, {}))

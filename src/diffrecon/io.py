@@ -5,7 +5,8 @@ Every stage file holds one group per test case, so a reconstruction never sees a
 ``measurements.h5``  root attrs ``modality``, ``dataset``, ``setting``, ``split``;
                      MRI: dataset ``mask`` (H, W), attrs ``coil_mode``, ``mask`` (JSON metadata),
                      ``cases/<case>/kspace`` (S, [C,] H, W) complex64 (attrs ``scale``, ``source``,
-                     ``slices``);
+                     ``slices``); prospective data (setting ``prospective-<coil_mode>``, root attr
+                     ``prospective``) also ``cases/<case>/mask`` (H, W), each case's own mask;
                      CT: dataset ``angles`` (V,) radians, attrs ``n``, ``det_count``, ``projector``,
                      ``noise`` (JSON), ``cases/<case>/sinogram`` (S, V, det) float32 (attr ``source``)
 ``target.h5``        ``cases/<case>/target`` (S, H, W) float32; root attrs as above
@@ -30,7 +31,7 @@ import h5py
 import numpy as np
 
 __all__ = ["atomic_h5", "read_cases", "read_attrs", "read_case_attrs", "read_mask", "read_problem",
-           "ct_geometry", "CaseWriter", "write_ct_measurements_header", "write_result", "write_single",
+           "ct_geometry", "read_case_masks", "with_mask", "CaseWriter", "write_ct_measurements_header", "write_result", "write_single",
            "read_single"]
 
 
@@ -103,13 +104,33 @@ def read_problem(path):
         from diffrecon.physics.masks import acs_width
         from diffrecon.settings import MRISetting
 
-        setting = MRISetting.parse(attrs["setting"])
         mask = read_mask(path)
+        try:
+            setting = MRISetting.parse(attrs["setting"])
+        except ValueError:              # prospective data / a given mask: the mask tells the ACS
+            return with_mask(Problem("mri", str(attrs["setting"]), mask=mask, coil_mode=str(attrs["coil_mode"])), mask)
         return Problem("mri", setting.name, mask=mask, coil_mode=setting.coil_mode,
                        acs_width=max(acs_width(mask.shape, setting.acs_fraction), 4))
     geom = ct_geometry(path)
     setting = str(attrs["setting"])
     return Problem("ct", setting, geometry=geom, limited_angle=_is_limited_angle(setting, geom))
+
+
+def read_case_masks(path) -> dict[str, np.ndarray]:
+    """``{case: cases/<case>/mask}`` of the cases that carry their own mask (prospective data)."""
+    with h5py.File(path, "r") as f:
+        return {name: f["cases"][name]["mask"][()] for name in f["cases"] if "mask" in f["cases"][name]}
+
+
+def with_mask(problem, mask: np.ndarray):
+    """``problem`` with another (H, W) mask; the ACS width is that mask's fully sampled centre
+    block of columns (at least 4)."""
+    import dataclasses
+
+    from diffrecon.physics.masks import measured_acs_width
+
+    return dataclasses.replace(problem, mask=np.asarray(mask, dtype=np.float32),
+                               acs_width=max(measured_acs_width(mask), 4))
 
 
 # ----------------------------------------------------------------------------------- writing

@@ -91,3 +91,25 @@ class CTSetting:
         if not m:
             raise ValueError(f"CT setting '{name}' is not of the form sv<views> or la<degrees>")
         return cls(m["kind"], int(m["n"]))
+
+
+#: Settings of prospective data, measured with each file's own mask: ``prospective-<coil_mode>``.
+PROSPECTIVE = "prospective"
+
+
+def prospective_setting(coil_mode: str) -> str:
+    """Setting name of prospective data in ``coil_mode`` (``prospective-multicoil``)."""
+    if coil_mode not in COIL_MODES:
+        raise ValueError(f"coil_mode '{coil_mode}' is not one of {', '.join(COIL_MODES)}")
+    return f"{PROSPECTIVE}-{coil_mode}"
+
+
+def is_prospective(setting: str) -> bool:
+    return setting.startswith(PROSPECTIVE + "-")
+
+
+def coil_mode_of(setting: str) -> str:
+    """Coil mode of an MRI setting name, prospective ones included."""
+    if is_prospective(setting):
+        return setting[len(PROSPECTIVE) + 1:]
+    return MRISetting.parse(setting).coil_mode

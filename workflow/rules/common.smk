@@ -73,6 +73,21 @@ def simulate_manifest(wildcards):
     return f"{RESULTS}/data/mri/{X.test_source(wildcards.dataset)[0]}/manifest.json"
 
 
+def dataset_inputs(wildcards):
+    """The download record of a dataset whose archives are fetched first (its `download` block)."""
+    cfg = config["datasets"][wildcards.dataset]
+    return {"download": f"{RESULTS}/data/downloads/{wildcards.dataset}.json"} if cfg.get("download") else {}
+
+
+def prospective_figure_inputs(wildcards):
+    """Measurements and every applicable method's reconstruction of a prospective dataset."""
+    base = cell_dir("mri", wildcards.dataset, f"prospective-{wildcards.coil_mode}")
+    files = {"measurements": f"{base}/measurements.h5"}
+    for m in X.prospective_methods(wildcards.dataset):
+        files[f"recon_{m}"] = f"{base}/{m}/recon.h5"
+    return files
+
+
 def simulate_priority(modality):
     return lambda wildcards: PRIORITY_UNLOCKS if X.learned_in(modality, wildcards.setting) else 0
 
@@ -202,6 +217,7 @@ def final_outputs():
     if "mri" in X.modalities() and X.robustness_sets():
         out += [f"{RESULTS}/tables/mri_robustness.{ext}" for ext in ("csv", "md", "tex")]
         out += [f"{RESULTS}/figures/mri/{d}/{s}.png" for d in X.robustness_sets() for s in X.robustness_settings(d)]
+    out += [f"{RESULTS}/figures/mri/{d}/{s}.png" for d, s in X.prospective_sets()]
     if "mri" in X.modalities():
         out += [f"{RESULTS}/figures/mri/{d}/uncertainty/{s}_{m}.png" for d, s, m in X.cells("mri")
                 if methods.get(m).kind == "diffusion" and X.n_samples(s, m) > 1]

@@ -1,9 +1,13 @@
-# Stage 1: datasets (generate the embedded demo, convert DICOM / NIfTI CT, or index user files) -> manifest.json
+# Stage 1: datasets (generate the embedded demo, index user files, convert DICOM / NIfTI CT, or
+# preprocess raw fastMRI files) -> manifest.json. Source data are read when the job runs, not when
+# the DAG is built, so a dry run needs none of them.
 
 
 rule prepare_dataset:
-    """Generate (demo), convert into the CT store (dicom, nifti; the data are read when the job runs,
-    not when the DAG is built) or index (files) one dataset, and write its manifest."""
+    """Generate (demo), index (files), convert into the CT store (dicom, nifti) or preprocess
+    (fastmri) one dataset, and write its manifest."""
+    input:
+        unpack(dataset_inputs),
     output:
         f"{RESULTS}/data/{{modality}}/{{dataset}}/manifest.json",
     log:
@@ -16,3 +20,18 @@ rule prepare_dataset:
         ENV
     script:
         "../scripts/prepare_dataset.py"
+
+
+rule download_dataset:
+    """Fetch the archives of a dataset's `download` block from the user's own links (resumable,
+    checked, extracted); the record names files only, never links."""
+    output:
+        f"{RESULTS}/data/downloads/{{dataset}}.json",
+    log:
+        "logs/download_dataset/{dataset}.log",
+    params:
+        download=lambda w: config["datasets"][w.dataset]["download"],
+    conda:
+        ENV
+    script:
+        "../scripts/download.py"

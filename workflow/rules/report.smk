@@ -95,6 +95,29 @@ rule figure:
         "../scripts/figure.py"
 
 
+ruleorder: prospective_figure > figure
+
+
+rule prospective_figure:
+    """Prospective data: zero-filled input and every method's reconstruction (no target, no metrics)."""
+    input:
+        unpack(prospective_figure_inputs),
+    output:
+        report(
+            f"{RESULTS}/figures/mri/{{dataset}}/prospective-{{coil_mode,multicoil|singlecoil}}.png",
+            caption="../report/figure.rst",
+            category="Figures",
+        ),
+    log:
+        "logs/figure/mri/{dataset}/prospective-{coil_mode}.log",
+    params:
+        case_index=config["figures"]["case_index"],
+    conda:
+        ENV
+    script:
+        "../scripts/prospective_figure.py"
+
+
 rule uncertainty_figure:
     """Posterior mean, pixel-wise std over the samples and |error| of a score-MRI cell."""
     input:

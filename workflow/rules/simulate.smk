@@ -46,3 +46,23 @@ rule simulate_ct:
         ENV
     script:
         "../scripts/simulate.py"
+
+
+ruleorder: measure_mri > simulate_mri
+
+
+rule measure_mri:
+    """Prospective data: measurements from the files' own k-space and masks (nothing simulated)."""
+    input:
+        manifest=f"{RESULTS}/data/mri/{{dataset}}/manifest.json",
+    output:
+        measurements=f"{RESULTS}/mri/{{dataset}}/prospective-{{coil_mode,multicoil|singlecoil}}/measurements.h5",
+    log:
+        "logs/measure_mri/{dataset}/prospective-{coil_mode}.log",
+    params:
+        max_cases=config.get("mri", {}).get("max_cases"),
+        central_slices=config.get("mri", {}).get("central_slices"),
+    conda:
+        ENV
+    script:
+        "../scripts/measure.py"

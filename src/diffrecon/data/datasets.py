@@ -9,8 +9,9 @@ Every dataset named in the config becomes ``manifest.json``::
 Downstream steps read only the manifest, so the demo and real data (fastMRI
 h5 files, AAPM/LIDC volumes converted to h5/npy) follow the same DAG. CT from a
 DICOM tree or NIfTI files (``source: dicom`` / ``nifti``) is converted into the
-preprocessed store by :mod:`diffrecon.data.ct_store`, whose manifest adds a
-``preprocessing`` record.
+preprocessed store by :mod:`diffrecon.data.ct_store`; ``source: fastmri`` preprocesses raw
+fastMRI files into the store (:mod:`diffrecon.data.fastmri_raw`) and adds ``prospective``. Both
+add a ``preprocessing`` record (sources, crop or window, kept slices, normalisation, versions).
 
 Demo data (deterministic for a seed; see ``docs/demo_data.md``):
 
@@ -111,6 +112,12 @@ def prepare_dataset(name: str, cfg: dict, outdir, seed: int = 0) -> dict:
 
         splits, extra["preprocessing"] = build_ct_store(name, cfg, outdir)
         description = cfg.get("description", f"{source} CT")
+    elif source == "fastmri":
+        from diffrecon.data.fastmri_raw import prepare_fastmri
+
+        splits, record = prepare_fastmri(name, cfg, outdir)
+        description = cfg.get("description", "fastMRI raw files, preprocessed")
+        extra = {"prospective": bool(cfg.get("prospective", False)), "preprocessing": record}
     else:
         splits = _indexed_files(cfg)
         description = cfg.get("description", "user files")

@@ -7,7 +7,12 @@ One file per volume::
     reconstruction_rss   float32    (slices, h, w)          multi-coil target (h, w <= H, W)
     reconstruction_esc   float32    (slices, h, w)          single-coil target
     ismrmrd_header       bytes      XML (encoding / recon matrix sizes)
+    mask                 float32    (W,)                    prospective (test/challenge) files only:
+                                                            the sampled columns; such files have no target
     attrs: acquisition, max, norm, patient_id
+
+Files written here (the demo and the preprocessed store) are chunked one chunk per slice
+(``chunks=(1, ...)``), so reading a few slices never reads the whole volume.
 
 The same reader serves the embedded demo and real fastMRI files: k-space is
 brought to the image domain with the centred orthonormal inverse FFT and the
@@ -17,6 +22,8 @@ the cropped image grid.
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +75,12 @@ class FastMRIVolume:
     target: np.ndarray | None           # (S, h, w) float32, None for test/challenge files
     attrs: dict = field(default_factory=dict)
     multicoil: bool = True
+    mask: np.ndarray | None = None      # (W,) sampled columns of a prospective file
+
+    @property
+    def prospective(self) -> bool:
+        """Undersampled data with its own mask and no target (fastMRI test/challenge files)."""
+        return self.mask is not None and self.target is None
 
     @property
     def n_slices(self) -> int:
@@ -81,27 +94,82 @@ class FastMRIVolume:
         return tuple(self.kspace.shape[-2:])
 
 
-def write_volume(path, kspace: np.ndarray, target: np.ndarray, attrs: dict | None = None) -> Path:
-    """Write one volume. ``kspace`` (S, C, H, W) → multi-coil file with ``reconstruction_rss``;
-    ``kspace`` (S, H, W) → single-coil file with ``reconstruction_esc``."""
+@contextmanager
+def volume_writer(path, n_slices: int, kspace_shape: tuple, target_shape: tuple | None,
+                  attrs: dict | None = None, mask: np.ndarray | None = None):
+    """Create one volume file slice by slice: yields ``(kspace, target)`` HDF5 datasets of
+    ``n_slices`` slices, chunked one chunk per slice (``target`` is None without ``target_shape``).
+
+    ``kspace_shape`` is one slice's ``([C,] H, W)``: 3-D → multi-coil file (target
+    ``reconstruction_rss``), 2-D → single-coil file (``reconstruction_esc``). The header gives the
+    stored grids; ``max`` and ``norm`` of the target are set when the block ends. Written to
+    ``<name>.part`` and renamed on success (nothing half-written).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    multicoil = kspace.ndim == 4
+    kspace_shape = tuple(int(n) for n in kspace_shape)
+    if len(kspace_shape) not in (2, 3) or (target_shape is not None and len(target_shape) != 2):
+        raise DataFormatError(f"{path}: kspace slices must be 2-D or 3-D and target slices 2-D, "
+                              f"got {kspace_shape}, {target_shape}")
+    multicoil = len(kspace_shape) == 3
+    tmp = path.with_suffix(path.suffix + ".part")
+    try:
+        with h5py.File(tmp, "w") as f:
+            ksp = f.create_dataset("kspace", (n_slices, *kspace_shape), dtype=np.complex64,
+                                   chunks=(1, *kspace_shape))
+            tgt = None
+            H, W = kspace_shape[-2:]
+            h, w = target_shape if target_shape is not None else (H, W)
+            if target_shape is not None:
+                tgt = f.create_dataset(TARGET_KEYS[0] if multicoil else TARGET_KEYS[1], (n_slices, h, w),
+                                       dtype=np.float32, chunks=(1, h, w))
+            if mask is not None:
+                f.create_dataset("mask", data=np.asarray(mask, dtype=np.float32))
+            f.create_dataset("ismrmrd_header", data=np.bytes_(_HEADER.format(H=H, W=W, h=h, w=w)))
+            for key, value in (attrs or {}).items():
+                f.attrs[key] = value
+            yield ksp, tgt
+            if tgt is not None:
+                peak, sq = 0.0, 0.0
+                for s in range(n_slices):
+                    t = tgt[s]
+                    peak, sq = max(peak, float(t.max())), sq + float(np.sum(t.astype(np.float64) ** 2))
+                f.attrs["max"], f.attrs["norm"] = peak, float(np.sqrt(sq))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_volume(path, kspace: np.ndarray, target: np.ndarray, attrs: dict | None = None) -> Path:
+    """Write one volume. ``kspace`` (S, C, H, W) → multi-coil file with ``reconstruction_rss``;
+    ``kspace`` (S, H, W) → single-coil file with ``reconstruction_esc`` (one chunk per slice)."""
+    path = Path(path)
     if kspace.ndim not in (3, 4) or target.ndim != 3:
         raise DataFormatError(f"{path}: kspace must be 3-D or 4-D and target 3-D, got {kspace.shape}, {target.shape}")
-    tmp = path.with_suffix(path.suffix + ".part")
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset("kspace", data=kspace.astype(np.complex64))
-        f.create_dataset(TARGET_KEYS[0] if multicoil else TARGET_KEYS[1], data=target.astype(np.float32))
-        H, W = kspace.shape[-2:]
-        h, w = target.shape[-2:]
-        f.create_dataset("ismrmrd_header", data=np.bytes_(_HEADER.format(H=H, W=W, h=h, w=w)))
-        f.attrs["max"] = float(target.max())
-        f.attrs["norm"] = float(np.linalg.norm(target))
-        for key, value in (attrs or {}).items():
-            f.attrs[key] = value
-    tmp.replace(path)
+    with volume_writer(path, kspace.shape[0], kspace.shape[1:], target.shape[1:], attrs) as (ksp, tgt):
+        ksp[...] = kspace.astype(np.complex64)
+        tgt[...] = target.astype(np.float32)
     return path
+
+
+def header_matrices(xml) -> dict:
+    """``{"encoded": (x, y), "recon": (x, y)}`` matrix sizes of an ISMRMRD header (XML text or bytes).
+
+    In fastMRI files ``x`` is the readout (rows of ``kspace``, 640 with 2x oversampling for knee)
+    and ``y`` the phase encoding (columns); the recon matrix is the 320 x 320 target grid.
+    """
+    if isinstance(xml, (bytes, np.bytes_)):
+        xml = bytes(xml).decode("utf-8", errors="replace")
+    root = ET.fromstring(str(xml))
+    out = {}
+    for name, tag in (("encoded", "encodedSpace"), ("recon", "reconSpace")):
+        node = next((n for n in root.iter() if n.tag.split("}")[-1] == tag), None)
+        size = None if node is None else next((n for n in node.iter() if n.tag.split("}")[-1] == "matrixSize"), None)
+        if size is None:
+            raise ValueError(f"no {tag}/matrixSize in the ISMRMRD header")
+        vals = {c.tag.split("}")[-1]: int(c.text) for c in size}
+        out[name] = (vals["x"], vals["y"])
+    return out
 
 
 def read_volume(path) -> FastMRIVolume:
@@ -119,6 +187,7 @@ def read_volume(path) -> FastMRIVolume:
                 target = read_dataset(f, path, key).astype(np.float32)
                 break
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        mask = read_dataset(f, path, "mask").astype(np.float32).reshape(-1) if "mask" in f else None
     multicoil = kspace.ndim == 4
     if not multicoil:
         kspace = kspace[:, None]
@@ -127,7 +196,9 @@ def read_volume(path) -> FastMRIVolume:
             raise DataFormatError(f"{path}: target shape {target.shape} does not match kspace {kspace.shape}")
         if target.shape[1] > kspace.shape[2] or target.shape[2] > kspace.shape[3]:
             raise DataFormatError(f"{path}: target {target.shape[1:]} larger than k-space grid {kspace.shape[2:]}")
-    return FastMRIVolume(path, kspace.astype(np.complex64), target, attrs, multicoil)
+    if mask is not None and mask.size != kspace.shape[-1]:
+        raise DataFormatError(f"{path}: 'mask' has {mask.size} entries, k-space has {kspace.shape[-1]} columns")
+    return FastMRIVolume(path, kspace.astype(np.complex64), target, attrs, multicoil, mask)
 
 
 def center_crop(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -27,6 +27,20 @@ Kinds
     region). Its effective acceleration is only within sigpy's tolerance
     (0.1 absolute) of the target.
 
+``random`` / ``equispaced`` / ``equispacedfraction``
+    fastMRI's own column masks (``fastmri.data.subsample`` ``RandomMaskFunc``,
+    ``EquiSpacedMaskFunc``, ``EquispacedMaskFractionFunc``), reimplemented exactly
+    (same ``numpy.random.RandomState`` draws, tested against the package): a
+    centred block of ``round(W * acs_fraction)`` columns starting at
+    ``(W - n_acs + 1) // 2``, plus, for ``random``, every column with probability
+    ``(W/R - n_acs) / (W - n_acs)``; for ``equispaced``, every ``R``-th column
+    from a random offset in ``[0, R)`` (``R`` must be an integer); for
+    ``equispacedfraction``, columns at the rounded positions of
+    ``arange(offset, W - 1, R')`` with ``R'`` chosen so that the ACS block plus
+    these columns give ``W/R`` columns on average. The number of sampled columns
+    of ``random`` is random (its effective acceleration is close to ``R``). ``R = 1``
+    gives the full mask.
+
 Design note: the original score-MRI mask code draws the extra lines/points
 *with* replacement, so duplicates are lost and the effective acceleration
 ``H*W / (number sampled)`` ends up larger than the nominal ``R``. Here draws are
@@ -48,10 +62,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MASK_KINDS", "Mask", "make_mask", "acs_width"]
+__all__ = ["MASK_KINDS", "Mask", "make_mask", "acs_width", "fastmri_columns", "mask_from_columns", "measured_acs_width"]
 
-MASK_KINDS = ("gaussian1d", "uniform1d", "gaussian2d", "uniform2d", "poisson")
-_KINDS_1D = ("gaussian1d", "uniform1d")
+MASK_KINDS = ("gaussian1d", "uniform1d", "gaussian2d", "uniform2d", "poisson",
+              "random", "equispaced", "equispacedfraction")
+_KINDS_FASTMRI = ("random", "equispaced", "equispacedfraction")
+_KINDS_1D = ("gaussian1d", "uniform1d") + _KINDS_FASTMRI
 
 # Gaussian widths relative to the matrix size (std = W*15/128 columns for 1-D,
 # std = min(H,W)*sqrt(1.5/128) pixels for 2-D).
@@ -195,6 +211,48 @@ def _mask_2d(kind: str, shape: tuple[int, int], acceleration: float, acs_fractio
     return m.astype(np.float32)
 
 
+def fastmri_columns(kind: str, n_cols: int, acceleration: float, center_fraction: float, seed) -> np.ndarray:
+    """The (W,) float32 column mask fastMRI's mask function of ``kind`` gives for ``seed``.
+
+    Same arithmetic and the same ``RandomState`` draws, in the same order, as
+    ``fastmri.data.subsample`` 0.3 (a one-element ``randint`` for the choice of the
+    (centre fraction, acceleration) pair, then the mask's own draws).
+    """
+    rng = np.random.RandomState(seed)
+    rng.randint(1)                                      # fastmri picks one of its (fraction, R) pairs
+    n_low = round(n_cols * center_fraction)
+    cols = np.zeros(n_cols, dtype=np.float32)
+    pad = (n_cols - n_low + 1) // 2
+    cols[pad:pad + n_low] = 1
+    if kind == "random":
+        prob = (n_cols / acceleration - n_low) / (n_cols - n_low)
+        cols[rng.uniform(size=n_cols) < prob] = 1
+    elif kind == "equispaced":
+        if float(acceleration) != int(acceleration):
+            raise ValueError(f"mask 'equispaced' needs an integer acceleration, got {acceleration}")
+        acc = int(acceleration)
+        offset = rng.randint(0, high=round(acc))
+        cols[offset::acc] = 1
+    else:
+        adjusted = (acceleration * (n_low - n_cols)) / (n_low * acceleration - n_cols)
+        offset = rng.randint(0, high=round(adjusted))
+        cols[np.around(np.arange(offset, n_cols - 1, adjusted)).astype(np.uint)] = 1
+    return cols
+
+
+def _mask_fastmri(kind: str, shape: tuple[int, int], acceleration: float, acs_fraction: float, seed) -> np.ndarray:
+    h, w = shape
+    if round(w * acs_fraction) > w / acceleration:
+        raise ValueError(
+            f"acs_fraction={acs_fraction} gives {round(w * acs_fraction)} ACS columns, more than the "
+            f"{w / acceleration:.0f} columns allowed by acceleration={acceleration}; lower acs_fraction or acceleration"
+        )
+    if acceleration == 1:               # no acceleration: every column (fastMRI's fraction mask would miss the last)
+        return np.ones((h, w), dtype=np.float32)
+    cols = fastmri_columns(kind, w, acceleration, acs_fraction, seed)
+    return np.broadcast_to(cols[None, :], (h, w)).astype(np.float32)
+
+
 def _mask_poisson(shape: tuple[int, int], acceleration: float, acs_fraction: float, seed) -> np.ndarray:
     import sigpy.mri  # lazy: sigpy takes ~2 s to import
 
@@ -245,8 +303,40 @@ def make_mask(
 
     if kind == "poisson":
         array = _mask_poisson(shape, acceleration, acs_fraction, seed)
+    elif kind in _KINDS_FASTMRI:
+        array = _mask_fastmri(kind, shape, acceleration, acs_fraction, seed)
     else:
         rng = np.random.default_rng(seed)
         build = _mask_1d if kind in _KINDS_1D else _mask_2d
         array = build(kind, shape, acceleration, acs_fraction, rng)
     return Mask(array=array, kind=kind, acceleration=acceleration, acs_fraction=acs_fraction, seed=seed)
+
+
+def mask_from_columns(cols: np.ndarray, n_rows: int, kind: str = "file", seed: int | None = None) -> Mask:
+    """A :class:`Mask` from a given (W,) column mask (a file's own ``mask``), broadcast over ``n_rows`` rows.
+
+    ``acceleration`` is the effective one and ``acs_fraction`` the measured centre block
+    (:func:`measured_acs_width`) over ``W``.
+    """
+    cols = (np.asarray(cols).reshape(-1) > 0).astype(np.float32)
+    array = np.broadcast_to(cols[None, :], (int(n_rows), cols.size)).astype(np.float32)
+    n = int(cols.sum())
+    acc = cols.size / n if n else math.inf
+    return Mask(array=array, kind=kind, acceleration=acc,
+                acs_fraction=measured_acs_width(array) / cols.size, seed=seed)
+
+
+def measured_acs_width(array: np.ndarray) -> int:
+    """Width of the fully sampled block of columns around the centre column ``W // 2`` of a
+    (H, W) mask (every row sampled in those columns); 0 when the centre column is not sampled."""
+    full = np.all(np.asarray(array) > 0, axis=0)
+    c = full.size // 2
+    if not full[c]:
+        return 0
+    lo = c
+    while lo > 0 and full[lo - 1]:
+        lo -= 1
+    hi = c
+    while hi + 1 < full.size and full[hi + 1]:
+        hi += 1
+    return hi - lo + 1

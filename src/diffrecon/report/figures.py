@@ -405,3 +405,30 @@ def save_preview(image, out_path, title: str | None = None) -> Path:
     if title:
         ax.set_title(title, fontsize=10)
     return _save(fig, out_path)
+
+
+def reconstructions_figure(images: Mapping, out_path, measurement=None, measurement_label: str = "mask",
+                           title: str | None = None) -> Path:
+    """Panels of 2-D images without a reference (prospective data): [measurement] + each image
+    in its own grey window (1st-99.5th percentile). Returns the written path."""
+    panels = {name: _real_array(img, name, 2) for name, img in images.items()}
+    ncols = len(panels) + (measurement is not None)
+    fig, axes = plt.subplots(1, ncols, figsize=(2.6 * ncols + 0.4, 3.0 + (0.3 if title else 0.0)),
+                             layout="constrained", squeeze=False)
+    axes = axes[0]
+    j = 0
+    if measurement is not None:
+        meas = np.asarray(measurement)
+        meas = np.log1p(np.abs(meas)) if np.iscomplexobj(meas) else meas.astype(np.float64)
+        axes[0].imshow(meas, cmap=IMAGE_CMAP, aspect=_aspect(meas.shape), interpolation="nearest")
+        axes[0].set_title(measurement_label, fontsize=9)
+        j = 1
+    for ax, (name, img) in zip(axes[j:], panels.items()):
+        vmin, vmax = _window(img)
+        ax.imshow(img, cmap=IMAGE_CMAP, vmin=vmin, vmax=vmax, interpolation="nearest")
+        ax.set_title(name, fontsize=9)
+    for ax in axes:
+        _bare(ax)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return _save(fig, out_path)

@@ -5,7 +5,8 @@ the file's :class:`~diffrecon.methods.runner.Problem` and applied to each case. 
 its wall time, and sampling methods their NFE and network seconds; the file records the resolved
 parameters and the provenance (parameter hash, model sha256, commit, library versions, seed), and
 the parameters as the algorithm used them when the runner derives them (``sampler_params``, e.g.
-CT data-consistency weights converted to the true adjoint's units).
+CT data-consistency weights converted to the true adjoint's units). Prospective measurements
+carry one mask per case: the runner is then built per case.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import time
 from pathlib import Path
 
 from diffrecon import methods
-from diffrecon.io import CaseWriter, read_attrs, read_cases, read_problem, write_result
+from diffrecon.io import (CaseWriter, read_attrs, read_case_masks, read_cases, read_problem, with_mask,
+                          write_result)
 
 log = logging.getLogger("diffrecon")
 
@@ -47,13 +49,21 @@ def reconstruct(measurements, method: str, out_path, params: dict | None = None,
     problem = read_problem(measurements)
     entry = methods.get(method, problem.modality)
     resolved = methods.resolve_params(method, params, limited_angle=problem.limited_angle)
-    runner = methods.build_runner(method, problem, params, model)
+    own_masks = read_case_masks(measurements) if problem.modality == "mri" else {}
+    runner = None if own_masks else methods.build_runner(method, problem, params, model)
     seconds = {}
     try:
         cases = read_cases(measurements, "kspace" if problem.modality == "mri" else "sinogram")
         names = list(cases)[:max_cases] if max_cases else list(cases)
         with CaseWriter(out_path) as fo:
             for case in names:
+                if case in own_masks:       # prospective data: one runner per case, with its own mask
+                    if runner is not None:
+                        runner.close()
+                    runner = None
+                    runner = methods.build_runner(method, with_mask(problem, own_masks[case]), params, model)
+                elif runner is None:
+                    runner = methods.build_runner(method, problem, params, model)
                 t0 = time.perf_counter()
                 result = runner(cases[case])
                 result.seconds = seconds[case] = time.perf_counter() - t0
@@ -67,5 +77,6 @@ def reconstruct(measurements, method: str, out_path, params: dict | None = None,
                        **({"sampler_params": json.dumps(runner.sampler_params, default=str)}
                           if getattr(runner, "sampler_params", None) is not None else {})})
     finally:
-        runner.close()
+        if runner is not None:
+            runner.close()
     return seconds

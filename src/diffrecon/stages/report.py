@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from diffrecon.io import read_attrs, read_cases, read_mask
 
 def summarize_metrics(metrics_files, out_summary, out_cases):
@@ -126,3 +128,26 @@ def mri_ablation_report(metrics_files: dict, out: dict, where: str = ""):
         label = f"{method} {algorithm[coil] if method == 'score' else 'Alg. 5'} · {setting}"
         metrics[(label, variant)] = pd.read_csv(path)
     return write_ablation(metrics, out, where, modality="mri")
+
+
+def prospective_figure(measurements_path, recon_paths: dict, out_png, case_index: int = 0):
+    """Prospective data (no target): the case's own mask, its zero-filled magnitude (RSS over
+    coils) and each method's reconstruction, middle slice; no metrics."""
+    import torch
+
+    from diffrecon.io import read_case_masks
+    from diffrecon.physics.fft import ifft2c
+    from diffrecon.report.figures import reconstructions_figure
+
+    attrs = read_attrs(measurements_path)
+    kspace = read_cases(measurements_path, "kspace")
+    case = list(kspace)[min(case_index, len(kspace) - 1)]
+    mask = read_case_masks(measurements_path).get(case, read_mask(measurements_path))
+    k = kspace[case].shape[0] // 2
+    zf = ifft2c(torch.from_numpy(kspace[case][k])).numpy()
+    zf = np.sqrt((np.abs(zf) ** 2).sum(axis=0)) if zf.ndim == 3 else np.abs(zf)
+    images = {"zero-filled input": zf}
+    images.update({m: read_cases(p, "reconstruction")[case][k] for m, p in recon_paths.items()})
+    r_eff = mask.size / max(float(mask.sum()), 1.0)
+    return reconstructions_figure(images, out_png, measurement=mask, measurement_label=f"own mask (R_eff = {r_eff:.2f})",
+                                  title=f"{attrs['dataset']} · {attrs['setting']} · {case} · slice {k} (no reference)")

@@ -69,13 +69,15 @@ def mri_ground_truth(coil_imgs: np.ndarray, coil_mode: str, multicoil_file: bool
 
 def simulate_mri(manifest: dict, setting, out_measurements, out_target, out_mask_json=None, seed: int = 0,
                  max_cases: int | None = None, central_slices: int | None = None, split: str = "test",
-                 name: str | None = None) -> dict:
+                 name: str | None = None, mask_file=None) -> dict:
     """Undersample one split (default ``test``) of an MRI dataset in ``setting`` (:class:`MRISetting`).
 
     ``name`` is the dataset name recorded in the outputs (default: the manifest's); a robustness
     set names the held-out split of another dataset this way. Each volume is normalised by the
     maximum of its target magnitude (score-MRI trains and tests on [0, 1] magnitudes); the scale
-    is stored per case. Returns the mask's metadata.
+    is stored per case. ``mask_file`` (.npy / .h5 ``mask``: (W,) columns or (H, W)) replaces the
+    setting's mask (the measurements then name the setting ``maskfile-<coil_mode>``). Returns the
+    mask's metadata.
     """
     import torch
 
@@ -91,9 +93,20 @@ def simulate_mri(manifest: dict, setting, out_measurements, out_target, out_mask
             vol = read_volume(path)
             sl = _central(vol.n_slices, central_slices)
             coils = coil_images(vol, sl)
-            if mask is None:
+            if mask is None and mask_file is not None:
+                from diffrecon.physics.masks import Mask, measured_acs_width
+                from diffrecon.stages.measure import load_mask_file
+
+                H, W = coils.shape[-2:]
+                m = load_mask_file(mask_file, W, H, f"{path} (image grid {H} x {W})", allow_2d=True)
+                m = np.broadcast_to(m, (H, W)).astype(np.float32)
+                mask = Mask(m, "mask_file", m.size / max(m.sum(), 1), measured_acs_width(m) / W, None)
+                op = SingleCoilMRI(mask.array)
+            elif mask is None:
                 mask = make_mask(setting.mask, coils.shape[-2:], setting.acceleration, setting.acs_fraction, seed)
                 op = SingleCoilMRI(mask.array)
+            elif mask.shape != tuple(coils.shape[-2:]):
+                raise ValueError(f"{path}: image grid {tuple(coils.shape[-2:])} differs from the first test volume's {mask.shape}")
             x, target = mri_ground_truth(coils, setting.coil_mode, vol.multicoil)
             scale = float(target.max()) or 1.0
             x, target = x / scale, target / scale
@@ -102,12 +115,13 @@ def simulate_mri(manifest: dict, setting, out_measurements, out_target, out_mask
                    kspace=ksp.astype(np.complex64))
             ft.add(_case_name(path), target=target.astype(np.float32))
         meta = mask.to_dict()
-        common = {"modality": "mri", "dataset": dataset, "setting": setting.name, "split": split}
+        setting_name = setting.name if mask_file is None else f"maskfile-{setting.coil_mode}"
+        common = {"modality": "mri", "dataset": dataset, "setting": setting_name, "split": split}
         fm.finish({**common, "coil_mode": setting.coil_mode, "mask": json.dumps(meta)}, mask=mask.array)
         ft.finish(common)
     if out_mask_json:
         Path(out_mask_json).write_text(json.dumps(meta, indent=2))
-    log.info("simulated %d cases, %s, effective R = %.2f", len(files), setting.name, mask.effective_acceleration)
+    log.info("simulated %d cases, %s, effective R = %.2f", len(files), setting_name, mask.effective_acceleration)
     return meta
 
 
