@@ -1,4 +1,5 @@
-"""A DICOM CT dataset through snakemake: prepare_dataset -> simulate_ct -> reconstruct (fbp) -> the CT table."""
+"""A DICOM CT dataset and a NIfTI volume through snakemake: prepare_dataset -> simulate_ct ->
+reconstruct (fbp) -> the CT table."""
 
 from __future__ import annotations
 
@@ -41,11 +42,23 @@ def test_dicom_dataset_to_the_ct_table(tmp_path):
     _series(tree / "L067", "L067", 8)   # >= 7 slices: the 7 x 7 SSIM window in every view
     _series(tree / "L096", "L096", 8)
     (tree / "notes.txt").write_text("not dicom")
+    import nibabel as nib
+    import numpy as np
+
+    nii = tmp_path / "nifti"
+    nii.mkdir()
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        vol = np.zeros((40, 40, 9), np.float32)                     # (x, y, z): 9 axial slices
+        vol[8:32, 10:30, :] = 500.0 + 100.0 * rng.random((24, 20, 9))
+        nib.save(nib.Nifti1Image(vol, np.diag([1.0, 1.0, 2.5, 1.0])), nii / f"{split}.nii.gz")
     cfg = {
         "seed": 0, "results_dir": "results",
         "datasets": {"ldct": {"modality": "ct", "source": "dicom", "root": str(tree),
-                              "splits": {"test": ["L067"], "train": ["*"]}, "window": [-1024, 3072], "size": 32}},
-        "ct": {"datasets": ["ldct"], "settings": ["sv8"], "methods": ["fbp"], "projector": "linear",
+                              "splits": {"test": ["L067"], "train": ["*"]}, "window": [-1024, 3072], "size": 32},
+                     "vol": {"modality": "ct", "source": "nifti", "normalize": "minmax", "size": 32,
+                             "files": {"train": str(nii / "train.nii.gz"), "test": str(nii / "test.nii.gz")}}},
+        "ct": {"datasets": ["ldct", "vol"], "settings": ["sv8"], "methods": ["fbp"], "projector": "linear",
                "max_cases": None, "noise": {"I0": 0, "sigma": 0.0}},
         "figures": {"case_index": 0},
     }
@@ -68,3 +81,9 @@ def test_dicom_dataset_to_the_ct_table(tmp_path):
     metrics = pd.read_csv(tmp_path / "results" / "ct" / "ldct" / "sv8" / "fbp" / "metrics.csv")
     assert len(metrics) == 3                                  # one test volume, three views
     assert metrics["psnr"].between(10, 60).all() and metrics["ssim"].between(0, 1).all()
+    assert set(table.dataset) == {"ldct", "vol"}
+    nifti_manifest = json.loads((tmp_path / "results" / "data" / "ct" / "vol" / "manifest.json").read_text())
+    from diffrecon.data.ct_volumes import read_ct_volume
+
+    stored = read_ct_volume(tmp_path / nifti_manifest["splits"]["test"][0])
+    assert stored.shape == (9, 32, 32) and stored.min() >= 0 and stored.max() <= 1
