@@ -128,3 +128,27 @@ def test_dc_scale_values_and_errors():
     assert p["gamma"] == pytest.approx(math.pi / 16) and p["eta"] == 0.85
     with pytest.raises(ValueError, match="dc_scale"):
         to_true_adjoint({"rho": 1.0}, 8, "astra")
+
+
+def test_size_factor_keeps_rho_relative_to_the_largest_eigenvalue():
+    """The originals' values were set for 256² slices: on n² slices ρ is scaled by n/256, which
+    keeps ρ / λ_max(AᵀA) (linear in n) at its 256² value; at n = 256 nothing changes."""
+    import torch
+
+    from diffrecon.physics.ct import CTGeometry, ParallelBeamCT
+
+    base = {"rho": 10.0, "lam": 0.04, "gamma": 1.0}
+    assert to_true_adjoint(base, 8, n=256) == pytest.approx(to_true_adjoint(base, 8))
+    small = to_true_adjoint(base, 8, n=64)
+    assert small["rho"] == pytest.approx(10.0 * 16 / math.pi / 4) and small["gamma"] == pytest.approx(math.pi / 16 * 4)
+    assert small["lam"] / small["rho"] == pytest.approx(0.004)
+    ratios = []
+    for n in (16, 32):
+        with ParallelBeamCT(CTGeometry.sparse_view(n, 8), n_threads=1) as op:
+            x = torch.rand(1, n, n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+            for _ in range(80):
+                x = op.normal(x)
+                lam_max = float(x.norm())
+                x = x / lam_max
+        ratios.append(to_true_adjoint(base, 8, n=n)["rho"] / lam_max)
+    assert ratios[0] == pytest.approx(ratios[1], rel=0.02)

@@ -105,7 +105,8 @@ def test_ct_diffusion_methods_run_through_the_pipeline(thorax, tmp_path, method,
         rec = f["cases"][case]["reconstruction"][()]
         assert f["cases"][case].attrs["nfe"] >= 4 and f.attrs["model"].endswith("prior")
         used, given = json.loads(f.attrs["sampler_params"]), json.loads(f.attrs["params"])
-    factor = 2 * setting.geometry(16).n_views / math.pi      # originals' units → true adjoint
+    # originals' units (256² slices) → true adjoint on these 16² slices
+    factor = 2 * setting.geometry(16).n_views / math.pi * 16 / 256
     assert used["dc_scale"] == given["dc_scale"] == "original"
     for key in ("rho", "lam"):
         if key in given:

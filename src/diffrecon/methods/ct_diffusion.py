@@ -15,8 +15,9 @@ the sampler fields (:class:`~diffrecon.samplers.diffusion_blend.BlendConfig`,
 ``device``, ``n_threads`` (ASTRA CPU threads), and ``dc_scale``:
 
 * ``original`` (default): ``rho``, ``lam`` and ``gamma`` are in the originals' units — their
-  back-projector is c·Aᵀ with c = π/(2V), V = ``geometry.n_views`` — and the runner converts
-  them to the true adjoint this project uses: ρ = ρ_o·2V/π, λ = λ_o·2V/π, γ = γ_o·π/(2V)
+  back-projector is c·Aᵀ with c = π/(2V), V = ``geometry.n_views``, on 256² slices
+  (``dc_reference_size``) — and the runner converts them to the true adjoint this project uses
+  on n² slices: ρ = ρ_o·(2V/π)·(n/256), λ likewise, γ = γ_o·(π/2V)·(256/n)
   (:func:`~diffrecon.samplers.admm_tv.to_true_adjoint`, docs/ct_scaling.md);
 * ``native``: the values are used as given, with the true adjoint.
 
@@ -53,8 +54,11 @@ class CTDiffusionRunner(Runner):
         settings = dict(params)
         n_threads = settings.pop("n_threads", None)
         dc_scale = settings.pop("dc_scale", "original")
-        settings = to_true_adjoint(settings, problem.geometry.n_views, dc_scale)
-        self.sampler_params = {**settings, "dc_scale": dc_scale, "n_views": problem.geometry.n_views}
+        reference = int(settings.pop("dc_reference_size", 256))
+        settings = to_true_adjoint(settings, problem.geometry.n_views, dc_scale, n=problem.geometry.n,
+                                   reference_size=reference)
+        self.sampler_params = {**settings, "dc_scale": dc_scale, "n_views": problem.geometry.n_views,
+                               "n": problem.geometry.n, "dc_reference_size": reference}
         dc = {k: settings[k] for k in ("rho", "lam", "gamma") if k in settings}
         log.info("%s: data-consistency parameters (%s units → true adjoint, %d views): %s", method.name,
                  dc_scale, problem.geometry.n_views, ", ".join(f"{k} = {v:.6g}" for k, v in dc.items()))

@@ -48,19 +48,24 @@ def backprojector_scale(n_views: int) -> float:
     return math.pi / (2 * n_views)
 
 
-def to_true_adjoint(params: dict, n_views: int, dc_scale: str = "original") -> dict:
+def to_true_adjoint(params: dict, n_views: int, dc_scale: str = "original", n: int | None = None,
+                    reference_size: int = 256) -> dict:
     """Data-consistency parameters in the units of the true adjoint Aᵀ.
 
     ``dc_scale = "original"``: ``rho``, ``lam``, ``gamma`` are given in the originals' units
-    (back-projector c·Aᵀ, c = π/(2V)); then ρ = ρ_o / c, λ = λ_o / c (λ/ρ unchanged) and
-    γ = γ_o · c. ``"native"``: returned as given. Other keys are copied.
+    (back-projector c·Aᵀ, c = π/(2V)); then ρ = ρ_o / s, λ = λ_o / s (λ/ρ unchanged) and
+    γ = γ_o · s with s = c. With the slice side ``n`` given, s = c · reference_size / n: the
+    originals' values were set for ``reference_size``² slices, and the largest eigenvalue of
+    AᵀA grows linearly with n (pixel units), so this keeps ρ's ratio to it — the balance of the
+    data term and the z-TV term — at the papers' value on a smaller or larger grid
+    (``n = reference_size``: s = c). ``"native"``: returned as given. Other keys are copied.
     """
     if dc_scale not in DC_SCALES:
         raise ValueError(f"dc_scale '{dc_scale}' is not one of {', '.join(DC_SCALES)}")
     out = dict(params)
     if dc_scale == "native":
         return out
-    c = backprojector_scale(n_views)
+    c = backprojector_scale(n_views) * (float(reference_size) / n if n else 1.0)
     for key in ("rho", "lam"):
         if key in out:
             out[key] = float(out[key]) / c
