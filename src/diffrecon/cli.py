@@ -46,10 +46,17 @@ from diffrecon.physics.masks import MASK_KINDS
 EXIT_USAGE = 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``diffrecon: error: ...``), status 2, like every other error."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"diffrecon: error: {message.splitlines()[0]} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="diffrecon", description="Diffusion-prior MRI / CT reconstruction.")
+    p = _Parser(prog="diffrecon", description="Diffusion-prior MRI / CT reconstruction.")
     p.add_argument("--version", action="version", version=f"diffrecon {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     r = sub.add_parser("reconstruct", help="reconstruct one file with one method and setting",
                        description="Reconstruct one file. MRI input: a fully sampled fastMRI-layout .h5 "
