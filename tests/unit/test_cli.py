@@ -503,7 +503,9 @@ def test_sigkill_leaves_no_intermediate_files(tmp_path, mri_file):
     tmp.mkdir()
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    env = {**__import__("os").environ, "TMPDIR": str(tmp), "PYTHONPATH": str(REPO / "src")}
+    import diffrecon
+
+    env = {**__import__("os").environ, "TMPDIR": str(tmp), "PYTHONPATH": str(Path(diffrecon.__file__).parents[1])}
     proc = subprocess.Popen([sys.executable, "-m", "diffrecon.cli", "reconstruct", str(mri_file),
                              "--modality", "mri", "--method", "tv", "--iterations", "1000000",
                              "-o", str(out_dir / "recon.h5")], env=env, stdout=subprocess.DEVNULL,
