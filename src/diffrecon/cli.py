@@ -32,9 +32,10 @@ and exit with status 2; outputs are written atomically (nothing half-written).
 from __future__ import annotations
 
 import argparse
+import io as _io
 import json
+import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -45,10 +46,17 @@ from diffrecon.physics.masks import MASK_KINDS
 EXIT_USAGE = 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``diffrecon: error: ...``), status 2, like every other error."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"diffrecon: error: {message.splitlines()[0]} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="diffrecon", description="Diffusion-prior MRI / CT reconstruction.")
+    p = _Parser(prog="diffrecon", description="Diffusion-prior MRI / CT reconstruction.")
     p.add_argument("--version", action="version", version=f"diffrecon {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     r = sub.add_parser("reconstruct", help="reconstruct one file with one method and setting",
                        description="Reconstruct one file. MRI input: a fully sampled fastMRI-layout .h5 "
@@ -73,7 +81,9 @@ def _parser() -> argparse.ArgumentParser:
                           "prospective files (own 'mask', no target) use their own mask unless this is given")
     mri.add_argument("--acceleration", type=float, default=4.0, help="nominal acceleration R")
     mri.add_argument("--acs-fraction", type=float, default=0.08, help="fully sampled centre fraction")
-    mri.add_argument("--coil-mode", default="multicoil", help="magnitude | singlecoil | multicoil")
+    mri.add_argument("--coil-mode", default="auto",
+                     help="auto (multicoil for a multi-coil file, singlecoil for a single-coil one) | magnitude | "
+                          "singlecoil | multicoil")
     mri.add_argument("--central-slices", type=int, help="keep only this many central slices")
     mri.add_argument("--lam", type=float, default=0.01, help="TV weight")
     mri.add_argument("--iterations", type=int, default=300, help="TV iterations")
@@ -106,6 +116,174 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+class UsageError(ValueError):
+    """A wrong input: one line on stderr naming the file or option, exit status 2."""
+
+
+# option -> (flag, schema fragment, property of it): the config's constraint on the same quantity,
+# so the command line and the pipeline accept the same values (diffrecon.config.check_value)
+OPTION_SCHEMA = {
+    "seed": ("--seed", "properties/seed", None),
+    "threads": ("--threads", "properties/threads", None),
+    "mask": ("--mask", "properties/mri/properties/masks/items", None),
+    "acceleration": ("--acceleration", "properties/mri/properties/accelerations/items", "factor"),
+    "acs_fraction": ("--acs-fraction", "properties/mri/properties/accelerations/items", "acs_fraction"),
+    "central_slices": ("--central-slices", "properties/mri/properties/central_slices", None),
+    "lam": ("--lam", "properties/mri/properties/tv", "lam"),
+    "iterations": ("--iterations", "properties/mri/properties/tv", "iterations"),
+    "steps": ("--steps", "$defs/score_sampler", "n_steps"),
+    "samples": ("--samples", "$defs/score_sampler", "n_samples"),
+    "snr": ("--snr", "$defs/score_sampler", "snr"),
+    "ddim_steps": ("--ddim-steps", "$defs/ct_sampler", "n_steps"),
+    "setting": ("--setting", "properties/ct/properties/settings/items", None),
+}
+COIL_MODES = ("auto", "magnitude", "singlecoil", "multicoil")
+MRI_EXPECTED = "a fastMRI-layout .h5 with 'kspace' (slices, [coils,] H, W) complex"
+
+
+def check_options(args) -> None:
+    """Every option against the config schema's constraint on the same quantity."""
+    from diffrecon.config import check_value, load_schema
+
+    schema = load_schema()
+    for attr, (flag, pointer, key) in OPTION_SCHEMA.items():
+        value = getattr(args, attr)
+        if value is None and attr != "central_slices":
+            continue
+        if attr == "setting" and (args.modality != "ct" or args.sinogram):
+            continue
+        problem = check_value(pointer, value, key, schema)
+        if problem:
+            where = pointer.replace("properties/", "").replace("$defs/", "").replace("/", ".")
+            raise UsageError(f"{flag} {value}: {problem} (the constraint of config {where}"
+                             f"{'.' + key if key else ''})")
+    if args.coil_mode not in COIL_MODES:
+        raise UsageError(f"--coil-mode {args.coil_mode}: not one of {', '.join(COIL_MODES)}")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def _check_writable(path: Path, flag: str) -> None:
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a directory")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"{flag} {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: {parent} is not writable")
+
+
+def check_paths(args) -> None:
+    """Input readable, outputs writable and distinct from the input (also through links)."""
+    src = args.input
+    if not src.exists():
+        raise UsageError(f"{src}: file not found")
+    if not src.is_file():
+        raise UsageError(f"{src}: not a file")
+    if not os.access(src, os.R_OK):
+        raise UsageError(f"{src}: not readable (permission denied)")
+    if src.stat().st_size == 0:
+        raise UsageError(f"{src}: empty file")
+    _check_writable(args.output, "--output")
+    if _same_file(args.output, src):
+        raise UsageError(f"--output {args.output}: is the input file {src} (it would be overwritten)")
+    if args.preview is not None:
+        _check_writable(args.preview, "--preview")
+        if args.preview.suffix.lower() != ".png":
+            raise UsageError(f"--preview {args.preview}: must be a .png file")
+        for other, what in ((src, "the input file"), (args.output, "the --output file")):
+            if _same_file(args.preview, other):
+                raise UsageError(f"--preview {args.preview}: is {what}")
+    if args.mask_file is not None:
+        if args.modality != "mri":
+            raise UsageError(f"--mask-file {args.mask_file}: only for --modality mri")
+        if not args.mask_file.is_file():
+            raise UsageError(f"--mask-file {args.mask_file}: file not found")
+
+
+def check_mri_input(args) -> str:
+    """An MRI input must be a fastMRI-layout HDF5 file; returns its coil mode for ``auto``."""
+    import h5py
+
+    src = args.input
+    if not h5py.is_hdf5(src):
+        raise UsageError(f"{src}: not an HDF5 file; MRI input is {MRI_EXPECTED}")
+    with h5py.File(src, "r") as f:
+        if "kspace" not in f or not isinstance(f["kspace"], h5py.Dataset):
+            raise UsageError(f"{src}: no 'kspace' dataset (keys: {sorted(f.keys())}); MRI input is {MRI_EXPECTED}")
+        ndim = f["kspace"].ndim
+    if ndim not in (3, 4):
+        raise UsageError(f"{src}: 'kspace' has {ndim} dimensions; MRI input is {MRI_EXPECTED}")
+    multicoil = ndim == 4
+    if args.coil_mode == "auto":
+        return "multicoil" if multicoil else "singlecoil"
+    if args.coil_mode == "multicoil" and not multicoil:
+        raise UsageError(f"--coil-mode multicoil: {src} is a single-coil file (kspace (slices, H, W)); "
+                         "use singlecoil or magnitude")
+    return args.coil_mode
+
+
+def _checkpoint_kind(meta: dict) -> str | None:
+    kind = meta.get("kind")
+    if kind == "fbp_unet":
+        return "fbp_unet"
+    if kind:
+        return f"ct_{kind}"
+    return meta.get("method")
+
+
+def check_model(args, method) -> Path | None:
+    """The --model checkpoint of a learned method: present, its .sha256 (if any) matching, a
+    readable safetensors file with a sidecar, of the kind the method needs. Returns its stem."""
+    if not method.learned:
+        return None
+    if args.model is None:
+        raise UsageError(f"--method {args.method} needs --model (a trained {methods.MODELS[method.model]})")
+    from diffrecon.models.checkpoint import verify_sha256_file
+
+    weights = args.model if args.model.suffix == ".safetensors" else args.model.with_suffix(".safetensors")
+    sidecar, sums = weights.with_suffix(".json"), weights.with_suffix(".sha256")
+    if not weights.is_file():
+        raise UsageError(f"--model {weights}: checkpoint not found")
+    if sums.is_file():
+        try:
+            verify_sha256_file(weights)
+        except ValueError as exc:
+            raise UsageError(f"--model {exc}") from None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(weights), "pt") as f:
+            f.keys()
+    except Exception as exc:   # the library raises its own error type on a bad header
+        raise UsageError(f"--model {weights}: not a readable safetensors file ({str(exc).splitlines()[0]})") from None
+    if not sidecar.is_file():
+        raise UsageError(f"--model {weights}: sidecar {sidecar.name} not found (a checkpoint is .safetensors + .json)")
+    try:
+        meta = json.loads(sidecar.read_text())
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as exc:
+        raise UsageError(f"--model {sidecar}: not a readable JSON sidecar ({exc})") from None
+    if not meta.get("sha256") and not sums.is_file():
+        print(f"diffrecon: warning: --model {weights}: no checksum ({sums.name} or sha256 in {sidecar.name}); "
+              "not verified", file=sys.stderr)
+    kind = _checkpoint_kind(meta)
+    if kind in methods.MODELS and kind != method.model:
+        raise UsageError(f"--model {weights}: a {kind} checkpoint; --method {args.method} needs a {method.model} "
+                         f"checkpoint ({methods.MODELS[method.model]})")
+    return weights.with_suffix("")
+
+
 def _method_params(args) -> dict:
     sampling = methods.get(args.method).kind == "diffusion"
     if args.modality == "mri":
@@ -119,70 +297,112 @@ def _method_params(args) -> dict:
     if sampling:
         out["seed"] = args.seed
         out["precision"] = args.precision
-        if args.ddim_steps:
+        if args.ddim_steps is not None:
             out["n_steps"] = args.ddim_steps
     return out
 
 
+def _part_files(output: Path) -> list[Path]:
+    """Files a run writing ``output`` keeps beside it while it runs (``<output>.part*``)."""
+    return [p for p in output.parent.glob(output.name + ".part*") if p.is_file()] if output.parent.is_dir() else []
+
+
 def _reconstruct(args) -> dict:
+    from diffrecon.data.fastmri_raw import is_prospective_file
+
+    method = methods.get(args.method, args.modality)
+    check_options(args)
+    check_paths(args)
+    coil_mode = check_mri_input(args) if args.modality == "mri" else None
+    model = check_model(args, method)
+    for stale in _part_files(args.output):            # left by a killed run
+        stale.unlink(missing_ok=True)
+    prospective = args.modality == "mri" and is_prospective_file(args.input)
+    written: list[Path] = []
+    try:
+        return _run(args, method, coil_mode, model, prospective, written)
+    except BaseException:
+        for path in written:                          # all or nothing
+            path.unlink(missing_ok=True)
+        for part in _part_files(args.output):
+            part.unlink(missing_ok=True)
+        raise
+
+
+def _run(args, method, coil_mode, model, prospective, written) -> dict:
     from diffrecon import io
     from diffrecon.settings import CTSetting, MRISetting
     from diffrecon.stages.evaluate import evaluate
     from diffrecon.stages.reconstruct import reconstruct
-    from diffrecon.data.fastmri_raw import is_prospective_file, preprocess_file
+    from diffrecon.data.fastmri_raw import preprocess_file
     from diffrecon.stages.measure import measure_prospective
     from diffrecon.stages.simulate import simulate_ct, simulate_mri
 
-    if not args.input.is_file():
-        raise FileNotFoundError(f"{args.input}: file not found")
-    method = methods.get(args.method, args.modality)
-    if method.learned and args.model is None:
-        raise ValueError(f"--method {args.method} needs --model (a trained {methods.MODELS[method.model]})")
-    model = args.model.with_suffix("") if args.model else None
+    # intermediate stage files live in memory: nothing of them outlives the process
     manifest = {"name": "cli", "splits": {"test": [str(args.input)]}}
-    with tempfile.TemporaryDirectory() as tmp:
-        meas, target, recon = (Path(tmp) / n for n in ("measurements.h5", "target.h5", "recon.h5"))
-        if args.modality == "mri" and is_prospective_file(args.input):
-            store = Path(tmp) / "store" / args.input.name
-            preprocess_file(args.input, store)          # readout crop to the recon matrix; own mask kept
-            measure_prospective({"name": "cli", "splits": {"test": [str(store)]}}, meas, args.coil_mode,
-                                central_slices=args.central_slices, mask_file=args.mask_file)
-            target = None
-        elif args.modality == "mri":
-            setting = MRISetting(args.mask, args.acceleration, args.acs_fraction, args.coil_mode)
-            simulate_mri(manifest, setting, meas, target, seed=args.seed, central_slices=args.central_slices,
-                         mask_file=args.mask_file)
-        elif args.sinogram:
-            _sinogram_measurements(args.input, meas, args.projector)
-            target = None
-        else:
-            simulate_ct(manifest, CTSetting.parse(args.setting), meas, target, projector=args.projector,
-                        n_threads=args.threads, seed=args.seed)
-        reconstruct(meas, args.method, recon, _method_params(args), model=model)
-        case = next(iter(io.read_cases(recon, "reconstruction")))
-        rec = io.read_cases(recon, "reconstruction")[case]
+    meas, target, recon = _io.BytesIO(), _io.BytesIO(), _io.BytesIO()
+    if prospective:
+        store = args.output.with_name(args.output.name + ".part.store.h5")   # removed below
+        store.parent.mkdir(parents=True, exist_ok=True)
         try:
-            std = io.read_cases(recon, "std")[case]
-        except KeyError:
-            std = None
-        summary = {"input": str(args.input), "method": args.method, "shape": list(rec.shape)}
-        if target is None and args.modality == "mri":
-            summary["prospective"] = True
-            summary["mask"] = json.loads(io.read_attrs(meas)["mask"])
-        if target is not None:
-            df = evaluate(target, recon, Path(tmp) / "metrics.csv", "cli", "cli", args.method)
+            preprocess_file(args.input, store)          # readout crop to the recon matrix; own mask kept
+            measure_prospective({"name": "cli", "splits": {"test": [str(store)]}}, meas, coil_mode,
+                                central_slices=args.central_slices, mask_file=args.mask_file)
+        finally:
+            store.unlink(missing_ok=True)
+        target = None
+    elif args.modality == "mri":
+        setting = MRISetting(args.mask, args.acceleration, args.acs_fraction, coil_mode)
+        simulate_mri(manifest, setting, meas, target, seed=args.seed, central_slices=args.central_slices,
+                     mask_file=args.mask_file)
+    elif args.sinogram:
+        _sinogram_measurements(args.input, meas, args.projector)
+        target = None
+    else:
+        simulate_ct(manifest, CTSetting.parse(args.setting), meas, target, projector=args.projector,
+                    n_threads=args.threads, seed=args.seed)
+    reconstruct(meas, args.method, recon, _method_params(args), model=model)
+    rec = next(iter(io.read_cases(recon, "reconstruction").values()))
+    std = next(iter(io.read_cases(recon, "std").values()), None) if _has_std(recon) else None
+    summary = {"input": str(args.input), "method": args.method, "shape": list(rec.shape)}
+    if coil_mode is not None:
+        summary["coil_mode"] = coil_mode
+    if target is None and args.modality == "mri":
+        summary["prospective"] = True
+        summary["mask"] = json.loads(io.read_attrs(meas)["mask"])
+    if target is not None:
+        try:
+            df = evaluate(target, recon, None, "cli", "cli", args.method)
             summary["metrics"] = {f"{r.view}/{k}": round(float(getattr(r, k)), 4)
                                   for r in df.itertuples() for k in ("psnr", "ssim") if np.isfinite(getattr(r, k))}
-        attrs = io.read_attrs(recon)
-        io.write_single(args.output, {"reconstruction": rec, "std": std},
-                        {"method": args.method, "modality": args.modality, "input": str(args.input),
-                         "summary": json.dumps(summary), "provenance": attrs["provenance"],
-                         **{k: attrs[k] for k in ("params", "sampler_params") if k in attrs}})
+        except Exception as exc:      # the reconstruction stands; only the scoring failed
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            summary["metrics"] = f"not computed: {msg}"
+    attrs = io.read_attrs(recon)
+    preview_part = None
     if args.preview:
         from diffrecon.report.figures import save_preview
 
-        save_preview(rec[len(rec) // 2], args.preview, title=f"{args.method}: {args.input.name}")
+        preview_part = args.preview.with_name(args.preview.stem + ".part" + args.preview.suffix)
+        preview_part.parent.mkdir(parents=True, exist_ok=True)
+        written.append(preview_part)
+        save_preview(rec[len(rec) // 2], preview_part, title=f"{args.method}: {args.input.name}")
+    written.append(args.output)
+    io.write_single(args.output, {"reconstruction": rec, "std": std},
+                    {"method": args.method, "modality": args.modality, "input": str(args.input),
+                     "summary": json.dumps(summary), "provenance": attrs["provenance"],
+                     **{k: attrs[k] for k in ("params", "sampler_params") if k in attrs}})
+    if preview_part is not None:
+        written.append(args.preview)
+        os.replace(preview_part, args.preview)
     return summary
+
+
+def _has_std(recon) -> bool:
+    import h5py
+
+    with h5py.File(recon, "r") as f:
+        return all("std" in f["cases"][c] for c in f["cases"])
 
 
 def _sinogram_measurements(path: Path, out: Path, projector: str) -> None:
@@ -223,10 +443,19 @@ def main(argv=None) -> int:
         else:
             print(json.dumps(_reconstruct(args), indent=2))
     except (ConfigError, DataFormatError, FileNotFoundError, ValueError, KeyError, OSError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        print(f"diffrecon: error: {msg}", file=sys.stderr)
+        print(f"diffrecon: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as exc:          # a fault of this program, still one line (status 1)
+        print(f"diffrecon: error: internal error: {exc.__class__.__name__}: {_one_line(exc)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if isinstance(exc, KeyError) and exc.args:
+        text = f"missing key {exc.args[0]!r}"
+    return text.splitlines()[0] if text else exc.__class__.__name__
 
 
 if __name__ == "__main__":

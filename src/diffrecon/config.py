@@ -79,6 +79,27 @@ def load_schema(schema_path=SCHEMA) -> dict:
     return schema
 
 
+def check_value(pointer: str, value, key: str | None = None, schema: dict | None = None) -> str | None:
+    """Check one value against the schema fragment at ``pointer`` (e.g. ``$defs/score_sampler``,
+    ``properties/mri/properties/tv``), as property ``key`` of it when given: the same constraint
+    the config's value meets. Returns the problem (jsonschema's message) or None.
+
+    The command line checks its options with this, so a bound changed in the schema changes both.
+    """
+    import jsonschema
+
+    schema = schema or load_schema()
+    fragment = _resolve(pointer, schema)
+    if key is not None:
+        props = fragment.get("properties", {})
+        if "$ref" in fragment and not props:
+            props = _resolve(fragment["$ref"], schema).get("properties", {})
+        fragment, value = props[key], value
+    validator = jsonschema.Draft202012Validator({"$defs": schema["$defs"], **fragment})
+    error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    return None if error is None else error.message
+
+
 def validate_config(config: dict, schema_path=SCHEMA) -> dict:
     """Validate ``config`` in place (defaults filled); raise :class:`ConfigError` with one line."""
     import jsonschema

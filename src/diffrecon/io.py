@@ -19,6 +19,9 @@ Every stage file holds one group per test case, so a reconstruction never sees a
                      converted to the true adjoint's units)
 
 Files are written atomically: to ``<name>.part``, renamed on success (nothing half-written).
+Every reader and writer also takes an open binary buffer (``io.BytesIO``) instead of a path:
+the command line keeps its intermediate stage files in memory, so nothing of them outlives
+the process.
 """
 
 from __future__ import annotations
@@ -35,9 +38,20 @@ __all__ = ["atomic_h5", "read_cases", "read_attrs", "read_case_attrs", "read_mas
            "read_single"]
 
 
+def _is_buffer(path) -> bool:
+    return hasattr(path, "read") and hasattr(path, "seek")
+
+
 @contextmanager
 def atomic_h5(path):
-    """Open ``path`` for writing through a temporary file renamed on success."""
+    """Open ``path`` for writing through a temporary file renamed on success; an in-memory
+    buffer (``io.BytesIO``) is written directly."""
+    if _is_buffer(path):
+        path.seek(0)
+        path.truncate()
+        with h5py.File(path, "w") as f:
+            yield f
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
@@ -142,7 +156,7 @@ class CaseWriter:
     """
 
     def __init__(self, path, compress: tuple[str, ...] = ()):
-        self.path, self.compress = Path(path), set(compress)
+        self.path, self.compress = (path if _is_buffer(path) else Path(path)), set(compress)
         self._ctx = None
         self.f: h5py.File | None = None
 

@@ -408,3 +408,140 @@ def test_ct_diffusion_method_with_own_checkpoint(capsys, tmp_path, ct_npy):
     rc, out, err = _run(capsys, "reconstruct", ct_npy, "--modality", "ct", "--method", "dds",
                         "--output", tmp_path / "none.h5")
     _assert_usage_error(rc, out, err, tmp_path / "none.h5", "--model")
+
+
+# ============================================================= never destroys, never lies
+def test_output_equal_to_input_is_refused(capsys, tmp_path, mri_file):
+    src = tmp_path / "scan.h5"
+    src.write_bytes(Path(mri_file).read_bytes())
+    original = src.read_bytes()
+    (tmp_path / "alias.h5").symlink_to(src)
+    for spelling in (src, tmp_path / "sub" / ".." / "scan.h5", tmp_path / "alias.h5"):
+        rc, out, err = _run(capsys, "reconstruct", src, "--modality", "mri", "--method", "zero_filled", "-o", spelling)
+        assert rc == 2 and "--output" in err and len(err.strip().splitlines()) == 1
+        assert src.read_bytes() == original
+
+
+@pytest.mark.parametrize("option,value", [("--iterations", "0"), ("--steps", "0"), ("--ddim-steps", "0"),
+                                          ("--lam", "-1"), ("--snr", "-1"), ("--central-slices", "0"),
+                                          ("--samples", "0"), ("--central-slices", "-1"), ("--acceleration", "0.5"),
+                                          ("--acs-fraction", "1.5"), ("--threads", "0")])
+def test_options_meet_the_config_schema(capsys, tmp_path, mri_file, option, value):
+    output = tmp_path / "o.h5"
+    _assert_usage_error(*_run(capsys, "reconstruct", mri_file, "--modality", "mri", "--method", "tv",
+                              option, value, "-o", output), output, option)
+
+
+def test_option_bounds_follow_the_schema(monkeypatch, capsys, tmp_path, mri_file):
+    """A bound changed in the schema changes the command line's check."""
+    from diffrecon import config
+
+    real = config.load_schema
+
+    def stricter():
+        schema = real()
+        schema["properties"]["mri"]["properties"]["tv"]["properties"]["iterations"]["minimum"] = 10
+        return schema
+
+    monkeypatch.setattr(config, "load_schema", stricter)
+    output = tmp_path / "o.h5"
+    _assert_usage_error(*_run(capsys, "reconstruct", mri_file, "--modality", "mri", "--method", "tv",
+                              "--iterations", "5", "-o", output), output, "--iterations", "minimum of 10")
+
+
+def test_metric_failure_keeps_the_reconstruction(capsys, tmp_path, ct_volume):
+    src = tmp_path / "six.npy"
+    np.save(src, ct_volume[:6])                 # SSIM over the 3-D views needs >= 7 slices
+    rc, out, err = _run(capsys, "reconstruct", src, "--modality", "ct", "--method", "fbp", "-o", tmp_path / "r.h5")
+    assert rc == 0, err
+    summary = _summary(out)
+    assert summary["metrics"].startswith("not computed:")
+    rec, attrs = _read_recon(tmp_path / "r.h5")
+    assert rec.shape == (6, 32, 32) and json.loads(attrs["summary"]) == summary
+
+
+def test_preview_failure_leaves_nothing(monkeypatch, capsys, tmp_path, mri_file):
+    import diffrecon.report.figures as figures
+
+    def broken(image, out_path, title=None):
+        Path(out_path).write_bytes(b"half a png")
+        raise OSError(f"{out_path}: disk full")
+
+    monkeypatch.setattr(figures, "save_preview", broken)
+    output = tmp_path / "recon.h5"
+    rc, out, err = _run(capsys, "reconstruct", mri_file, "--modality", "mri", "--method", "zero_filled",
+                        "-o", output, "--preview", tmp_path / "p.png")
+    _assert_usage_error(rc, out, err, output, "disk full")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_coil_mode_follows_the_file(capsys, tmp_path, mri_file):
+    single = tmp_path / "single.h5"
+    with h5py.File(mri_file) as f, h5py.File(single, "w") as g:
+        g["kspace"] = f["kspace"][:, 0]
+        g["reconstruction_esc"] = f["reconstruction_rss"][()]
+    for src, mode in ((mri_file, "multicoil"), (single, "singlecoil")):
+        rc, out, err = _run(capsys, "reconstruct", src, "--modality", "mri", "--method", "zero_filled",
+                            "-o", tmp_path / f"{mode}.h5")
+        assert rc == 0, err
+        assert _summary(out)["coil_mode"] == mode
+    output = tmp_path / "x.h5"
+    _assert_usage_error(*_run(capsys, "reconstruct", single, "--modality", "mri", "--method", "zero_filled",
+                              "--coil-mode", "multicoil", "-o", output), output, "--coil-mode multicoil", "single.h5")
+
+
+def test_npy_for_mri_says_what_is_expected(capsys, tmp_path):
+    src = tmp_path / "scan.npy"
+    np.save(src, np.ones((1, 8, 8), np.complex64))
+    output = tmp_path / "o.h5"
+    _assert_usage_error(*_run(capsys, "reconstruct", src, "--modality", "mri", "--method", "zero_filled",
+                              "-o", output), output, "scan.npy", "fastMRI-layout .h5", "kspace")
+
+
+def test_sigkill_leaves_no_intermediate_files(tmp_path, mri_file):
+    tmp = tmp_path / "tmpdir"
+    tmp.mkdir()
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    import diffrecon
+
+    env = {**__import__("os").environ, "TMPDIR": str(tmp), "PYTHONPATH": str(Path(diffrecon.__file__).parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "diffrecon.cli", "reconstruct", str(mri_file),
+                             "--modality", "mri", "--method", "tv", "--iterations", "1000000",
+                             "-o", str(out_dir / "recon.h5")], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    import signal
+    import time
+
+    time.sleep(4.0)                              # imports, simulation, then inside the TV iterations
+    assert proc.poll() is None, "the run ended before it was killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert list(tmp.iterdir()) == []
+    assert list(out_dir.iterdir()) == []
+
+
+def test_model_checksum(capsys, tmp_path, mri_file):
+    import shutil
+
+    weights = REPO / "weights" / "score_mri_demo_brain"
+    stem = tmp_path / "prior"
+    for suffix in (".safetensors", ".json", ".sha256"):
+        shutil.copyfile(weights.with_suffix(suffix), stem.with_suffix(suffix))
+    data = bytearray(stem.with_suffix(".safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    stem.with_suffix(".safetensors").write_bytes(bytes(data))
+    output = tmp_path / "o.h5"
+    common = ["reconstruct", mri_file, "--modality", "mri", "--method", "score", "--coil-mode", "magnitude",
+              "--steps", "2", "-o", output]
+    _assert_usage_error(*_run(capsys, *common, "--model", stem.with_suffix(".safetensors")), output,
+                        "prior.sha256")
+    # a user checkpoint without any checksum runs, with one warning
+    shutil.copyfile(weights.with_suffix(".safetensors"), stem.with_suffix(".safetensors"))
+    stem.with_suffix(".sha256").unlink()
+    meta = json.loads(stem.with_suffix(".json").read_text())
+    meta.pop("sha256")
+    stem.with_suffix(".json").write_text(json.dumps(meta))
+    rc, out, err = _run(capsys, *common, "--model", stem.with_suffix(".safetensors"))
+    assert rc == 0, err
+    assert err.count("warning") == 1 and "not verified" in err

@@ -114,6 +114,21 @@ def unprefixed(prefix: str, tensors: dict) -> dict:
     return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
 
 
+def verify_sha256_file(weights, remedy: str = "re-fetch the file") -> str:
+    """Check ``weights`` against the ``<stem>.sha256`` file next to it (``<hex>  <name>``, as
+    :func:`export_weights` writes it); return the digest or raise a one-line error naming the file."""
+    weights = Path(weights)
+    sums = weights.with_suffix(".sha256")
+    fields = sums.read_text(errors="replace").split()
+    if not fields:
+        raise ValueError(f"{sums}: checksum file is empty")
+    expected = fields[0].lower()
+    actual = sha256(weights)
+    if actual != expected:
+        raise ValueError(f"{weights}: sha256 {actual[:12]}… does not match {sums.name} ({expected[:12]}…); {remedy}")
+    return actual
+
+
 def install_weights(shipped, out_stem) -> Path:
     """Verify shipped weights against their ``.sha256`` file and copy weights + sidecar to ``out_stem``.
 
@@ -128,14 +143,7 @@ def install_weights(shipped, out_stem) -> Path:
         raise FileNotFoundError(f"{shipped}: shipped weights not found (train them with --config retrain=true)")
     if not sums.is_file():
         raise FileNotFoundError(f"{sums}: checksum file not found next to the weights")
-    fields = sums.read_text().split()
-    if not fields:
-        raise ValueError(f"{sums}: checksum file is empty")
-    expected = fields[0]
-    actual = sha256(shipped)
-    if actual != expected:
-        raise ValueError(f"{shipped}: sha256 {actual[:12]}… does not match {sums.name} ({expected[:12]}…); "
-                         "re-fetch the file or retrain with --config retrain=true")
+    verify_sha256_file(shipped, "re-fetch the file or retrain with --config retrain=true")
     out_stem = Path(out_stem)
     out_stem.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(shipped.with_suffix(".json"), f"{out_stem}.json.part")

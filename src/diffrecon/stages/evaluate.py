@@ -46,6 +46,7 @@ def evaluate(target_path, recon_path, out_csv, dataset: str, setting: str, metho
         rows += new
     df = pd.DataFrame(rows)
     df["convention"] = MRI_CONVENTION if modality == "mri" else CT_CONVENTION
-    Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out_csv, index=False)
+    if out_csv is not None:                 # None: only return the rows (the command line)
+        Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(out_csv, index=False)
     return df
