@@ -300,7 +300,7 @@ def test_ct_volume_npy_round_trip(tmp_path):
 
 
 def test_ct_volume_other_key(tmp_path):
-    vol = np.ones((2, 4, 4), np.float32)
+    vol = np.linspace(0, 1, 32, dtype=np.float32).reshape(2, 4, 4)
     p = _h5(tmp_path / "k.h5", image=vol)
     np.testing.assert_array_equal(read_ct_volume(p, key="image"), vol)
 
