@@ -64,35 +64,72 @@ def atomic_h5(path):
 
 
 # ----------------------------------------------------------------------------------- reading
+@contextmanager
+def _stage_file(path):
+    """The open stage file ``path``; any reading problem is a one-line ``DataFormatError`` naming it."""
+    from diffrecon.data.fastmri import open_h5, reading
+
+    path = Path(path)
+    with reading(path, "stage file"), open_h5(path) as f:
+        yield f
+
+
 def read_cases(path, key: str) -> dict[str, np.ndarray]:
-    """``{case: cases/<case>/<key>}`` of a stage file, in stored order."""
-    with h5py.File(path, "r") as f:
-        return {name: f["cases"][name][key][()] for name in f["cases"]}
+    """``{case: cases/<case>/<key>}`` of a stage file, in stored order.
+
+    Every case must hold ``key``, a numeric array with at least one slice and only finite values
+    (:class:`~diffrecon.errors.DataFormatError` naming the file and case otherwise).
+    """
+    from diffrecon.data.fastmri import DataFormatError, check_finite
+
+    with _stage_file(path) as f:
+        if "cases" not in f or not isinstance(f["cases"], h5py.Group):
+            raise DataFormatError(f"{path}: no 'cases' group: not a stage file of this project")
+        out = {}
+        for name in f["cases"]:
+            group = f["cases"][name]
+            if not isinstance(group, h5py.Group) or key not in group or not isinstance(group[key], h5py.Dataset):
+                raise DataFormatError(f"{path}: case '{name}' has no '{key}' dataset")
+            out[name] = group[key][()]
+    for name, value in out.items():
+        if not np.issubdtype(value.dtype, np.number) or value.ndim < 1 or value.shape[0] == 0:
+            raise DataFormatError(f"{path}: cases/{name}/{key} is not a non-empty numeric array "
+                                  f"({value.dtype}, shape {value.shape})")
+        check_finite(path, f"cases/{name}/{key}", value)
+    return out
 
 
 def read_attrs(path) -> dict:
     """Root attributes of a stage file."""
-    with h5py.File(path, "r") as f:
+    with _stage_file(path) as f:
         return dict(f.attrs)
 
 
 def read_case_attrs(path) -> dict[str, dict]:
     """``{case: attrs of cases/<case>}``."""
-    with h5py.File(path, "r") as f:
+    with _stage_file(path) as f:
         return {name: dict(f["cases"][name].attrs) for name in f["cases"]}
 
 
 def read_mask(path) -> np.ndarray:
-    """The (H, W) sampling mask of an MRI measurements file."""
-    with h5py.File(path, "r") as f:
-        return f["mask"][()]
+    """The (H, W) sampling mask of an MRI measurements file (finite 0/1 values, at least one sample)."""
+    from diffrecon.data.fastmri import DataFormatError
+
+    with _stage_file(path) as f:
+        if "mask" not in f:
+            raise DataFormatError(f"{path}: no 'mask' dataset: not an MRI measurements file")
+        mask = f["mask"][()]
+    if mask.ndim != 2 or not np.isin(mask, (0, 1)).all() or not mask.any():
+        raise DataFormatError(f"{path}: 'mask' must be an (H, W) array of 0/1 values with a sample, "
+                              f"got {mask.dtype} {mask.shape}")
+    return mask
 
 
 def ct_geometry(path):
     """The :class:`~diffrecon.physics.ct.CTGeometry` of a CT measurements file."""
     from diffrecon.physics.ct import CTGeometry
 
-    with h5py.File(path, "r") as f:
+    with _stage_file(path) as f:
         a = f.attrs
         return CTGeometry(n=int(a["n"]), angles=tuple(float(t) for t in f["angles"][()]),
                           det_count=int(a["det_count"]), projector=str(a["projector"]))
@@ -111,9 +148,19 @@ def _is_limited_angle(setting: str, geom) -> bool:
 
 def read_problem(path):
     """The :class:`~diffrecon.methods.runner.Problem` of a measurements file (mask / geometry)."""
-    from diffrecon.methods.runner import Problem
+    from diffrecon.data.fastmri import DataFormatError, reading
 
     attrs = read_attrs(path)
+    if attrs.get("modality") not in ("mri", "ct") or "setting" not in attrs:
+        raise DataFormatError(f"{path}: root attributes 'modality' (mri / ct) and 'setting' missing: "
+                              "not a measurements file")
+    with reading(path, "measurements file"):
+        return _problem(path, attrs)
+
+
+def _problem(path, attrs):
+    from diffrecon.methods.runner import Problem
+
     if attrs["modality"] == "mri":
         from diffrecon.physics.masks import acs_width
         from diffrecon.settings import MRISetting
@@ -132,7 +179,7 @@ def read_problem(path):
 
 def read_case_masks(path) -> dict[str, np.ndarray]:
     """``{case: cases/<case>/mask}`` of the cases that carry their own mask (prospective data)."""
-    with h5py.File(path, "r") as f:
+    with _stage_file(path) as f:
         return {name: f["cases"][name]["mask"][()] for name in f["cases"] if "mask" in f["cases"][name]}
 
 

@@ -300,7 +300,7 @@ def test_ct_volume_npy_round_trip(tmp_path):
 
 
 def test_ct_volume_other_key(tmp_path):
-    vol = np.ones((2, 4, 4), np.float32)
+    vol = np.linspace(0, 1, 32, dtype=np.float32).reshape(2, 4, 4)
     p = _h5(tmp_path / "k.h5", image=vol)
     np.testing.assert_array_equal(read_ct_volume(p, key="image"), vol)
 
@@ -493,8 +493,9 @@ def test_prepare_dataset_is_deterministic_for_a_seed(tmp_path, mri_demo, ct_demo
 def test_prepare_dataset_indexes_files(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
-    for n in ("c.h5", "a.h5", "b.h5", "notes.txt"):
-        (data / n).write_text("x")
+    (data / "notes.txt").write_text("x")
+    for n in ("c.h5", "a.h5", "b.h5"):         # indexed files are checked: same image grid, readable
+        write_volume(data / n, np.ones((1, 2, 4, 4), np.complex64), np.ones((1, 4, 4), np.float32))
     cfg = {"modality": "mri", "source": "files", "files": {"test": str(data / "*.h5"), "train": str(data / "a*.h5")},
            "description": "my scans"}
     manifest = prepare_dataset("mine", cfg, tmp_path / "out")
@@ -505,7 +506,7 @@ def test_prepare_dataset_indexes_files(tmp_path):
 
 
 def test_prepare_dataset_empty_glob_names_the_split(tmp_path):
-    (tmp_path / "a.h5").write_text("x")
+    write_ct_volume(tmp_path / "a.h5", np.linspace(0, 1, 32, dtype=np.float32).reshape(2, 4, 4))
     cfg = {"modality": "ct", "source": "files",
            "files": {"test": str(tmp_path / "*.h5"), "val": str(tmp_path / "nothing_*.npy")}}
     with pytest.raises(FileNotFoundError) as exc:

@@ -87,7 +87,7 @@ def test_toy_method_runs_through_the_stages(toy_method, tmp_path):
         w.add("vol0", sinogram=sino)
         io.write_ct_measurements_header(w, geom, "toyset", "sv4")
     with io.CaseWriter(target) as w:
-        w.add("vol0", target=np.zeros((8, 8, 8), np.float32))
+        w.add("vol0", target=np.linspace(0, 1, 512, dtype=np.float32).reshape(8, 8, 8))
         w.finish({"modality": "ct", "dataset": "toyset", "setting": "sv4"})
     seconds = reconstruct(meas, toy_method, out, {"level": 2.0})
     rec = io.read_cases(out, "reconstruction")["vol0"]

@@ -23,7 +23,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from diffrecon.data.fastmri import DataFormatError, open_h5, read_dataset
+from diffrecon.data.fastmri import DataFormatError, check_finite, open_h5, read_dataset, reading
+
+#: values a volume may take: attenuation scaled to [0, 1], with a margin for resampling overshoot
+VALUE_RANGE = (-0.1, 1.5)
 
 
 def write_ct_volume(path, volume: np.ndarray, spacing_mm=(1.0, 1.0, 1.0), description: str = "",
@@ -56,32 +59,61 @@ def write_ct_volume(path, volume: np.ndarray, spacing_mm=(1.0, 1.0, 1.0), descri
 
 
 def read_ct_volume(path, key: str = "volume") -> np.ndarray:
-    """Read a (slices, H, W) float32 volume from ``.h5`` (dataset ``key``) or ``.npy``."""
+    """Read a (slices, H, W) float32 volume from ``.h5`` (dataset ``key``) or ``.npy``.
+
+    Checked (:class:`DataFormatError` naming the file): rank 3 with at least one slice, square
+    slices, real floating-point values, all finite, within :data:`VALUE_RANGE` (attenuation scaled
+    to [0, 1]: HU, raw counts and 8-bit images must be converted first), not constant.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(f"{path}: file not found")
-    if path.suffix == ".npy":
-        try:
+    with reading(path, "CT volume file"):
+        if path.suffix == ".npy":
             vol = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise DataFormatError(f"{path}: not a numpy array file ({exc})") from None
-    else:
-        with open_h5(path) as f:
-            vol = read_dataset(f, path, key)
+            if not isinstance(vol, np.ndarray):
+                raise DataFormatError(f"{path}: not a numpy array file")
+        else:
+            with open_h5(path) as f:
+                vol = read_dataset(f, path, key)
     if vol.ndim != 3:
         raise DataFormatError(f"{path}: expected a (slices, H, W) volume, got shape {vol.shape}")
+    if min(vol.shape) == 0:
+        raise DataFormatError(f"{path}: empty volume (shape {vol.shape})")
     if vol.shape[1] != vol.shape[2]:
         raise DataFormatError(f"{path}: slices must be square (H == W), got {vol.shape[1:]}")
-    if np.iscomplexobj(vol) or not np.isfinite(vol).all():
-        raise DataFormatError(f"{path}: volume must be real and finite")
+    if np.iscomplexobj(vol):
+        raise DataFormatError(f"{path}: volume must be real, got {vol.dtype} (store the attenuation magnitude)")
+    if not np.issubdtype(vol.dtype, np.number) or vol.dtype == np.bool_:
+        raise DataFormatError(f"{path}: volume must be numeric, got {vol.dtype}")
+    check_finite(path, "volume", vol)
+    lo, hi = float(vol.min()), float(vol.max())
+    if np.issubdtype(vol.dtype, np.integer) and hi > 1:
+        raise DataFormatError(f"{path}: integer volume ({vol.dtype}, values {lo:g}…{hi:g}) looks like an 8-bit image, "
+                              "HU or raw counts: convert to [0, 1] attenuation as float32 (source: dicom does this)")
+    if lo < VALUE_RANGE[0] or hi > VALUE_RANGE[1]:
+        raise DataFormatError(f"{path}: values {lo:g}…{hi:g} look like HU or raw counts: convert to [0, 1] "
+                              "attenuation (source: dicom does this)")
+    if lo == hi:
+        raise DataFormatError(f"{path}: volume is constant (every value {lo:g}): nothing to reconstruct, "
+                              "PSNR/SSIM undefined")
     return vol.astype(np.float32)
 
 
 def read_sinogram(path) -> tuple[np.ndarray, np.ndarray]:
-    """Read ``sinogram`` (slices, views, det) and ``angles`` (radians) from an HDF5 file."""
+    """Read ``sinogram`` (slices, views, det) and ``angles`` (radians) from an HDF5 file; both real
+    and finite, one angle per view."""
     path = Path(path)
-    with open_h5(path) as f:
+    with reading(path, "sinogram file"), open_h5(path) as f:
         sino, angles = read_dataset(f, path, "sinogram"), read_dataset(f, path, "angles")
     if sino.ndim != 3 or angles.ndim != 1 or sino.shape[1] != angles.shape[0]:
         raise DataFormatError(f"{path}: sinogram {sino.shape} must be (slices, views, det) with views = len(angles) = {angles.shape}")
+    if min(sino.shape) == 0:
+        raise DataFormatError(f"{path}: empty sinogram (shape {sino.shape})")
+    for name, arr in (("sinogram", sino), ("angles", angles)):
+        if np.iscomplexobj(arr) or not np.issubdtype(arr.dtype, np.number):
+            raise DataFormatError(f"{path}: '{name}' must be real numbers, got {arr.dtype}")
+        check_finite(path, name, arr)
+    if len(np.unique(angles)) != len(angles):
+        raise DataFormatError(f"{path}: 'angles' repeat a view angle")
     return sino.astype(np.float32), angles.astype(np.float64)

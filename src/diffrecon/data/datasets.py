@@ -87,13 +87,61 @@ def _ct_demo(name: str, cfg: dict, outdir: Path, seed: int) -> dict:
     return splits
 
 
+def image_grid(path, modality: str) -> tuple[int, int] | None:
+    """The (H, W) image grid of one indexed file, read from its header only (no data): the
+    fastMRI target's last two axes (None for a file without target: prospective k-space grids
+    vary), or a CT volume's slice size."""
+    import h5py
+
+    from diffrecon.data.fastmri import TARGET_KEYS, DataFormatError, open_h5, reading
+
+    path = Path(path)
+    with reading(path, "data file"):
+        if path.suffix == ".npy":
+            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+        else:
+            with open_h5(path) as f:
+                keys = (*TARGET_KEYS, "kspace") if modality == "mri" else ("volume",)
+                if modality == "mri" and not any(k in f for k in TARGET_KEYS) and "kspace" in f:
+                    return None
+                key = next((k for k in keys if k in f and isinstance(f[k], h5py.Dataset)), None)
+                if key is None:
+                    raise DataFormatError(f"{path}: none of the datasets {', '.join(keys)} (keys: {sorted(f.keys())})")
+                shape = f[key].shape
+    if len(shape) < 2:
+        raise DataFormatError(f"{path}: expected images, got an array of shape {shape}")
+    return tuple(int(n) for n in shape[-2:])
+
+
 def _indexed_files(cfg: dict) -> dict:
-    """Expand the glob pattern of each split; an empty match is an error naming the split."""
+    """Expand the glob pattern of each split; an empty match is an error naming the split.
+
+    Within a split no two files may share a stem (it names the case); all files of the dataset
+    must have one image grid (a one-line error names two files that differ).
+    """
+    from diffrecon.data.fastmri import DataFormatError
+
     splits = {}
+    first = None
     for split, pattern in cfg["files"].items():
         matches = sorted(glob.glob(str(Path(pattern).expanduser())))
         if not matches:
             raise FileNotFoundError(f"datasets: split '{split}' pattern '{pattern}' matches no file")
+        stems = {}
+        for path in matches:
+            stem = Path(path).stem
+            if stem in stems:
+                raise DataFormatError(f"{path}: same case name '{stem}' as {stems[stem]} in split '{split}': "
+                                      "rename one of them")
+            stems[stem] = path
+            grid = image_grid(path, cfg["modality"])
+            if grid is None:
+                continue
+            if first is None:
+                first = (path, grid)
+            elif grid != first[1]:
+                raise DataFormatError(f"{path}: image grid {grid[0]} x {grid[1]} differs from {first[0]}'s "
+                                      f"{first[1][0]} x {first[1][1]}: one dataset holds one image size")
         splits[split] = matches
     return splits
 

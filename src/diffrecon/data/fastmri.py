@@ -30,6 +30,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from diffrecon.errors import DataFormatError, one_line  # DataFormatError: re-exported, the readers' error
+
 # Preference order when a file has both (fastMRI single-coil knee files do): the RSS of the fully
 # sampled multi-coil data is the magnitude image the prior trains on and the same target for
 # single- and multi-coil files; the emulated single-coil (ESC) image is used only without it.
@@ -45,8 +47,27 @@ _HEADER = """<?xml version="1.0" encoding="utf-8"?>
 """
 
 
-class DataFormatError(ValueError):
-    """A data file does not follow the expected layout; the message names the file and the problem."""
+
+
+@contextmanager
+def reading(path, what: str = "file"):
+    """Turn any error raised while reading ``path`` (a damaged HDF5 / numpy / JSON file) into a
+    one-line :class:`DataFormatError` naming it; the project's own errors pass unchanged."""
+    try:
+        yield
+    except DataFormatError:
+        raise
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError, AttributeError,
+            UnicodeError, EOFError, OverflowError, MemoryError, ET.ParseError) as exc:
+        raise DataFormatError(f"{path}: unreadable {what} ({exc.__class__.__name__}: {one_line(exc, 120)})") from None
+
+
+def check_finite(path, name: str, array: np.ndarray) -> None:
+    """:class:`DataFormatError` naming ``path`` and ``name`` if ``array`` holds NaN or infinite values."""
+    if array.size and not np.isfinite(array).all():
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        raise DataFormatError(f"{path}: '{name}' holds {bad} NaN or infinite values of {array.size}; "
+                              "replace or drop the damaged slices")
 
 
 def open_h5(path: Path) -> h5py.File:
@@ -173,21 +194,35 @@ def header_matrices(xml) -> dict:
 
 
 def read_volume(path) -> FastMRIVolume:
-    """Read a fastMRI-layout file; raise :class:`DataFormatError` naming the file on any layout problem."""
+    """Read a fastMRI-layout file; raise :class:`DataFormatError` naming the file on any layout problem.
+
+    Checked: complex k-space of rank 3 or 4 with at least one slice, finite values; a target
+    (if any) of the same number of slices, finite, no larger than the k-space grid; a prospective
+    ``mask`` with one finite 0/1 entry per k-space column.
+    """
     path = Path(path)
-    with open_h5(path) as f:
+    with reading(path, "fastMRI HDF5 file"), open_h5(path) as f:
         kspace = read_dataset(f, path, "kspace")
         if not np.iscomplexobj(kspace):
-            raise DataFormatError(f"{path}: 'kspace' must be complex, got {kspace.dtype}")
+            raise DataFormatError(f"{path}: 'kspace' must be complex, got {kspace.dtype} "
+                                  "(store k-space as complex64, not magnitudes or real/imaginary pairs)")
         if kspace.ndim not in (3, 4):
             raise DataFormatError(f"{path}: 'kspace' must be (slices, [coils,] H, W), got shape {kspace.shape}")
+        if min(kspace.shape) == 0:
+            raise DataFormatError(f"{path}: 'kspace' is empty (shape {kspace.shape}): no slice to use")
+        check_finite(path, "kspace", kspace)
         target = None
         for key in TARGET_KEYS:
             if key in f:
-                target = read_dataset(f, path, key).astype(np.float32)
+                target = read_dataset(f, path, key)
+                if np.iscomplexobj(target) or not np.issubdtype(target.dtype, np.number):
+                    raise DataFormatError(f"{path}: '{key}' must be a real magnitude image, got {target.dtype}")
+                target = target.astype(np.float32)
+                check_finite(path, key, target)
+                target_key = key
                 break
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-        mask = read_dataset(f, path, "mask").astype(np.float32).reshape(-1) if "mask" in f else None
+        attrs = {k: (v.decode(errors="replace") if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        mask = read_dataset(f, path, "mask") if "mask" in f else None
     multicoil = kspace.ndim == 4
     if not multicoil:
         kspace = kspace[:, None]
@@ -196,8 +231,21 @@ def read_volume(path) -> FastMRIVolume:
             raise DataFormatError(f"{path}: target shape {target.shape} does not match kspace {kspace.shape}")
         if target.shape[1] > kspace.shape[2] or target.shape[2] > kspace.shape[3]:
             raise DataFormatError(f"{path}: target {target.shape[1:]} larger than k-space grid {kspace.shape[2:]}")
-    if mask is not None and mask.size != kspace.shape[-1]:
-        raise DataFormatError(f"{path}: 'mask' has {mask.size} entries, k-space has {kspace.shape[-1]} columns")
+    if mask is not None:
+        if np.iscomplexobj(mask) or not np.issubdtype(mask.dtype, np.number):
+            raise DataFormatError(f"{path}: 'mask' must be real 0/1 values, got {mask.dtype}")
+        mask = mask.astype(np.float32).reshape(-1)
+        if mask.size != kspace.shape[-1]:
+            raise DataFormatError(f"{path}: 'mask' has {mask.size} entries, k-space has {kspace.shape[-1]} columns")
+        if not np.isin(mask, (0.0, 1.0)).all():
+            raise DataFormatError(f"{path}: 'mask' must hold 0/1 values only")
+        if not mask.any():
+            raise DataFormatError(f"{path}: 'mask' samples no column")
+    if not kspace.any():
+        raise DataFormatError(f"{path}: 'kspace' is all zero (no signal)")
+    if target is not None and not target.max() > 0:
+        raise DataFormatError(f"{path}: '{target_key}' has no positive value (an all-zero target: "
+                              "PSNR/SSIM would be undefined)")
     return FastMRIVolume(path, kspace.astype(np.complex64), target, attrs, multicoil, mask)
 
 

@@ -46,6 +46,8 @@ class CTDiffusionRunner(Runner):
         import torch
 
         from diffrecon.devices import pick_device
+        from diffrecon.errors import CheckpointError
+        from diffrecon.methods.runner import check_trained_for
         from diffrecon.models.loading import load_ct_prior
         from diffrecon.physics.ct import ParallelBeamCT
 
@@ -67,8 +69,9 @@ class CTDiffusionRunner(Runner):
         self.kind = PRIOR_KIND[method.model]
         self.network, self.process, meta = load_ct_prior(model, device=self.device)
         if meta["kind"] != self.kind:
-            raise ValueError(f"{model}: a '{meta['kind']}' prior, but method '{method.name}' needs a "
-                             f"'{self.kind}' prior")
+            raise CheckpointError(f"{model}: a '{meta['kind']}' prior, but method '{method.name}' needs a "
+                                  f"'{self.kind}' prior")
+        check_trained_for(model, meta, problem, params)
         self.settings, self.geometry = settings, problem.geometry
         self.op = ParallelBeamCT(problem.geometry, n_threads=n_threads)   # tensors on any device
         self._torch = torch

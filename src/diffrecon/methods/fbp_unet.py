@@ -13,11 +13,13 @@ def build(method, problem, params: dict, model=None) -> FunctionRunner:
     from diffrecon.models.loading import load_unet
 
     device = pick_device(params.get("device", "auto"))
+    from diffrecon.errors import CheckpointError
+    from diffrecon.methods.runner import check_trained_for
+
     network, meta = load_unet(model, device=device)
     if meta.get("kind") != "fbp_unet":
-        raise ValueError(f"{model}: not an FBP-U-Net checkpoint")
-    if problem.setting != "user" and meta.get("setting") != problem.setting:
-        raise ValueError(f"{model}: trained for setting {meta.get('setting')}, not {problem.setting}")
+        raise CheckpointError(f"{model}: not an FBP-U-Net checkpoint (an MRI U-Net?)")
+    check_trained_for(model, meta, problem, params)
     n_threads = params.get("n_threads")
     return FunctionRunner(lambda sinogram: fbp_unet_reconstruct(sinogram, problem.geometry, network,
                                                                 n_threads=n_threads), device=device)

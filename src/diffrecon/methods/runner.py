@@ -95,3 +95,52 @@ class FunctionRunner(Runner):
         if self._close is not None:
             close, self._close = self._close, None
             close()
+
+
+def image_size(problem: Problem) -> tuple[int, int]:
+    """The (H, W) image grid of ``problem``: the mask's (MRI) or the geometry's n x n (CT)."""
+    if problem.modality == "mri":
+        return tuple(int(n) for n in problem.mask.shape[-2:])
+    return (int(problem.geometry.n),) * 2
+
+
+def check_trained_for(model, meta: dict, problem: Problem, params: dict | None = None) -> None:
+    """Refuse a checkpoint trained for another problem than ``problem``: one line naming it and both values.
+
+    The one rule of every learned method: the sidecar records what the network was trained for —
+    ``image_size`` (every model), ``mask`` (kind, acceleration, ACS fraction: the MRI U-Net) or
+    ``setting`` (the FBP-U-Net) — and the runner compares it with the measurement. Priors are
+    trained per image size; ``allow_size_mismatch: true`` in the method's parameters lets an
+    expert apply a convolutional network at another size. A measurement without a named
+    setting (a user sinogram, prospective data, a given mask file) is not compared by setting.
+    """
+    from diffrecon.errors import CheckpointError
+
+    params = params or {}
+    size = meta.get("image_size")
+    grid = image_size(problem)
+    if size is None:
+        raise CheckpointError(f"{model}: sidecar records no image_size: cannot check it against the data's {grid[0]} x {grid[1]}")
+    if (int(size), int(size)) != grid and not params.get("allow_size_mismatch", False):
+        raise CheckpointError(f"{model}: trained on {size} x {size} images, the data are {grid[0]} x {grid[1]} "
+                              "(train a model for this size, or set allow_size_mismatch: true)")
+    if meta.get("kind") == "fbp_unet":
+        if problem.setting != "user" and meta.get("setting") != problem.setting:
+            raise CheckpointError(f"{model}: trained for setting {meta.get('setting')}, not {problem.setting}")
+    elif meta.get("method") == "unet" and problem.modality == "mri":
+        from diffrecon.settings import MRISetting
+
+        try:
+            setting = MRISetting.parse(problem.setting)
+        except ValueError:
+            return                      # prospective data / a mask file: no mask family to compare
+        trained = meta.get("mask") or {}
+        want = (setting.mask, float(setting.acceleration), float(setting.acs_fraction))
+        have = (trained.get("kind"), trained.get("acceleration"), trained.get("acs_fraction"))
+        try:
+            same = have[0] == want[0] and abs(float(have[1]) - want[1]) < 1e-9 and abs(float(have[2]) - want[2]) < 1e-9
+        except (TypeError, ValueError):
+            same = False
+        if not same:
+            raise CheckpointError(f"{model}: trained for mask {have[0]} R{have[1]} ACS {have[2]}, "
+                                  f"the data are {want[0]} R{want[1]:g} ACS {want[2]:g} (setting {problem.setting})")

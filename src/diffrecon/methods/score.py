@@ -21,7 +21,10 @@ class ScoreRunner(Runner):
             raise ValueError(f"method '{method}' does not apply to coil mode '{problem.coil_mode}'")
         self.problem, self.method = problem, method
         self.device = pick_device(params.get("device", "auto"))
-        self.network, self.sde, _ = load_score_network(model, device=self.device)
+        from diffrecon.methods.runner import check_trained_for
+
+        self.network, self.sde, meta = load_score_network(model, device=self.device)
+        check_trained_for(model, meta, problem, params)
         self.cfg = SamplerConfig.from_dict(params)
         self.batch_limit = int(params.get("batch_limit", 256))
 

@@ -12,7 +12,13 @@ def build(method, problem, params: dict, model=None) -> FunctionRunner:
     from diffrecon.models.loading import load_unet
 
     device = pick_device(params.get("device", "auto"))
-    network, _ = load_unet(model, device=device)
+    from diffrecon.errors import CheckpointError
+    from diffrecon.methods.runner import check_trained_for
+
+    network, meta = load_unet(model, device=device)
+    if meta.get("kind") == "fbp_unet":
+        raise CheckpointError(f"{model}: a CT FBP-U-Net checkpoint, not an MRI U-Net")
+    check_trained_for(model, meta, problem, params)
     batch_limit = int(params.get("batch_limit", 64))
     return FunctionRunner(lambda kspace: unet_reconstruct(kspace, problem.mask, problem.coil_mode, network,
                                                           batch_limit=batch_limit), device=device)

@@ -70,23 +70,66 @@ def save_checkpoint(stem, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     return weights
 
 
+def read_sidecar(path) -> dict:
+    """The JSON object of a sidecar file; :class:`CheckpointError` naming it if it is not one."""
+    from diffrecon.errors import CheckpointError, one_line
+
+    path = Path(path)
+    try:
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: sidecar is not valid JSON ({one_line(exc, 80)})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: sidecar must hold a JSON object, got {type(meta).__name__}")
+    return meta
+
+
+def recorded_sha256(weights) -> str | None:
+    """The checksum in ``<stem>.sha256`` next to ``weights`` (None without that file)."""
+    from diffrecon.errors import CheckpointError
+
+    sums = Path(weights).with_suffix(".sha256")
+    if not sums.is_file():
+        return None
+    fields = sums.read_text(errors="replace").split()
+    if not fields or len(fields[0]) != 64:
+        raise CheckpointError(f"{sums}: not a sha256 checksum file")
+    return fields[0].lower()
+
+
 def load_checkpoint(stem, expected_sha256: str | None = None) -> tuple[dict[str, torch.Tensor], dict]:
-    """Read ``stem.safetensors`` (+ ``stem.json`` if present); verify the checksum if one is given."""
+    """Read ``stem.safetensors`` (+ ``stem.json`` if present).
+
+    The weights are verified against every checksum present: ``expected_sha256``, the sidecar's
+    ``sha256`` and a ``stem.sha256`` file; a mismatch, an unreadable sidecar or weights file is a
+    one-line :class:`~diffrecon.errors.CheckpointError` naming the file.
+    """
     from safetensors.torch import load_file
+
+    from diffrecon.errors import CheckpointError, one_line
 
     stem = Path(stem)
     weights = stem if stem.suffix == ".safetensors" else stem.with_suffix(".safetensors")
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: checkpoint not found")
     sidecar = weights.with_suffix(".json")
-    meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-    digest = sha256(weights) if (expected_sha256 or meta.get("sha256")) else None   # hash the file once
-    if expected_sha256 and digest != expected_sha256:
-        raise ValueError(f"{weights}: sha256 {digest[:12]}… does not match the recorded {expected_sha256[:12]}…")
-    if meta.get("sha256") and digest != meta["sha256"]:
-        raise ValueError(f"{weights}: weights do not match the sha256 in {sidecar.name} "
-                         "(an interrupted write?); delete both files to restart")
-    return load_file(str(weights)), meta
+    meta = read_sidecar(sidecar) if sidecar.is_file() else {}
+    sums = {"given": expected_sha256, sidecar.name: meta.get("sha256"),
+            weights.with_suffix(".sha256").name: recorded_sha256(weights)}
+    digest = sha256(weights) if any(sums.values()) else None   # hash the file once
+    for source, expected in sums.items():
+        if not expected:
+            continue
+        if not isinstance(expected, str) or digest != expected.lower():
+            where = "the expected" if source == "given" else f"the one in {source}"
+            raise CheckpointError(f"{weights}: sha256 {digest[:12]}… does not match {where} ({str(expected)[:12]}…): "
+                                  "a damaged or replaced file (or an interrupted write); re-fetch or retrain it")
+    try:
+        tensors = load_file(str(weights))
+    except Exception as exc:    # safetensors raises its own error type (or OSError) on a damaged file
+        raise CheckpointError(f"{weights}: not a readable safetensors file "
+                              f"({exc.__class__.__name__}: {one_line(exc, 100)})") from None
+    return tensors, meta
 
 
 def publish_checkpoint(src_stem, dst_stem) -> Path:
@@ -117,15 +160,18 @@ def unprefixed(prefix: str, tensors: dict) -> dict:
 def verify_sha256_file(weights, remedy: str = "re-fetch the file") -> str:
     """Check ``weights`` against the ``<stem>.sha256`` file next to it (``<hex>  <name>``, as
     :func:`export_weights` writes it); return the digest or raise a one-line error naming the file."""
+    from diffrecon.errors import CheckpointError
+
     weights = Path(weights)
     sums = weights.with_suffix(".sha256")
     fields = sums.read_text(errors="replace").split()
     if not fields:
-        raise ValueError(f"{sums}: checksum file is empty")
+        raise CheckpointError(f"{sums}: checksum file is empty")
     expected = fields[0].lower()
     actual = sha256(weights)
     if actual != expected:
-        raise ValueError(f"{weights}: sha256 {actual[:12]}… does not match {sums.name} ({expected[:12]}…); {remedy}")
+        raise CheckpointError(f"{weights}: sha256 {actual[:12]}… does not match {sums.name} ({expected[:12]}…); "
+                              f"{remedy}")
     return actual
 
 
@@ -134,22 +180,39 @@ def install_weights(shipped, out_stem) -> Path:
 
     A missing or mismatching checksum stops with a one-line error naming the file, and points
     at the alternative (``--config retrain=true`` trains the prior with the workflow's own rule).
+    The sidecar's own ``sha256`` (if any) must agree; the installed sidecar always carries it.
     """
-    import shutil
+    from diffrecon.errors import CheckpointError
 
     shipped = Path(shipped)
     sums = shipped.with_suffix(".sha256")
     if not shipped.is_file():
         raise FileNotFoundError(f"{shipped}: shipped weights not found (train them with --config retrain=true)")
     if not sums.is_file():
-        raise FileNotFoundError(f"{sums}: checksum file not found next to the weights")
-    verify_sha256_file(shipped, "re-fetch the file or retrain with --config retrain=true")
+        raise FileNotFoundError(f"{sums}: checksum file not found next to the weights (shipped weights "
+                                "must carry their sha256; export them with diffrecon export-weights)")
+    actual = verify_sha256_file(shipped, "re-fetch the file or retrain with --config retrain=true")
+    sidecar = shipped.with_suffix(".json")
+    if not sidecar.is_file():
+        raise FileNotFoundError(f"{sidecar}: sidecar not found next to the weights")
+    meta = read_sidecar(sidecar)
+    if meta.get("sha256") and meta["sha256"] != actual:
+        raise CheckpointError(f"{sidecar}: its sha256 ({str(meta['sha256'])[:12]}…) differs from the weights' "
+                              f"({actual[:12]}…); re-fetch both files")
     out_stem = Path(out_stem)
     out_stem.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(shipped.with_suffix(".json"), f"{out_stem}.json.part")
-    shutil.copyfile(shipped, f"{out_stem}.safetensors.part")
-    os.replace(f"{out_stem}.json.part", out_stem.with_suffix(".json"))
-    os.replace(f"{out_stem}.safetensors.part", out_stem.with_suffix(".safetensors"))
+    tmp_j, tmp_w = Path(f"{out_stem}.json.part"), Path(f"{out_stem}.safetensors.part")
+    try:
+        if meta.get("sha256"):
+            shutil.copyfile(sidecar, tmp_j)
+        else:
+            tmp_j.write_text(json.dumps({**meta, "sha256": actual}, indent=2, default=str))
+        shutil.copyfile(shipped, tmp_w)
+        os.replace(tmp_j, out_stem.with_suffix(".json"))
+        os.replace(tmp_w, out_stem.with_suffix(".safetensors"))
+    finally:
+        tmp_j.unlink(missing_ok=True)
+        tmp_w.unlink(missing_ok=True)
     return out_stem.with_suffix(".safetensors")
 
 

@@ -14,25 +14,65 @@ import torch
 from torch import nn
 
 from diffrecon.diffusion.sde import VESDE
+from diffrecon.errors import CheckpointError, one_line
 from diffrecon.models.checkpoint import load_checkpoint, unprefixed
 from diffrecon.models.networks import ImageUNet, NoiseNetwork, ScoreNetwork, image_unet
 from diffrecon.models.recipes import noise_network, score_network, vp_schedule
 
 
-def _with_weights(model: nn.Module, tensors: dict[str, torch.Tensor], use_ema: bool, device) -> nn.Module:
+def _sidecar(stem):
+    from pathlib import Path
+
+    stem = Path(stem)
+    return (stem if stem.suffix == ".safetensors" else stem.with_suffix(".safetensors")).with_suffix(".json")
+
+
+def _load(stem, expected_sha256, what: str, accept) -> tuple[dict, dict]:
+    """Tensors and sidecar of checkpoint ``stem``, which must be ``what`` (``accept(meta)`` true):
+    a missing sidecar or one of another model is a one-line :class:`CheckpointError`."""
+    sidecar = _sidecar(stem)
+    if not sidecar.is_file() and sidecar.with_suffix(".safetensors").is_file():
+        raise CheckpointError(f"{sidecar}: sidecar not found: the {what} cannot be rebuilt without it "
+                              "(it records the network and the image size)")
+    tensors, meta = load_checkpoint(stem, expected_sha256)
+    if not accept(meta):
+        found = meta.get("kind") or meta.get("method")
+        raise CheckpointError(f"{sidecar.with_suffix('.safetensors')}: a {found!r} checkpoint, not a {what}")
+    return tensors, meta
+
+
+def _built(stem, meta: dict, build):
+    """``build()`` of the network the sidecar describes; a missing or wrong field names the sidecar."""
+    try:
+        return build()
+    except KeyError as exc:
+        raise CheckpointError(f"{_sidecar(stem)}: sidecar lacks {exc}") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"{_sidecar(stem)}: cannot build the network it describes "
+                              f"({exc.__class__.__name__}: {one_line(exc, 100)})") from None
+
+
+def _with_weights(model: nn.Module, tensors: dict[str, torch.Tensor], use_ema: bool, device, stem=None) -> nn.Module:
     """``model`` with the ``ema.*`` (if ``use_ema`` and present) or ``model.*`` weights, frozen on ``device``."""
     prefix = "ema" if use_ema and any(k.startswith("ema.") for k in tensors) else "model"
-    model.load_state_dict(unprefixed(prefix, tensors))
+    try:
+        model.load_state_dict(unprefixed(prefix, tensors))
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise CheckpointError(f"{_sidecar(stem).with_suffix('.safetensors')}: its '{prefix}.*' weights do not fit "
+                              f"the network of its sidecar ({one_line(exc, 100)})") from None
     return model.to(device).eval().requires_grad_(False)
 
 
 def load_score_network(stem, expected_sha256: str | None = None, use_ema: bool = True,
                        device="cpu") -> tuple[ScoreNetwork, VESDE, dict]:
     """The score-MRI prior of checkpoint ``stem``: (:class:`ScoreNetwork`, its :class:`VESDE`, metadata)."""
-    tensors, meta = load_checkpoint(stem, expected_sha256)
-    model = score_network({"model": meta["model"]}, meta["image_size"])
-    sde = VESDE(meta["sde"]["sigma_min"], meta["sde"]["sigma_max"])
-    return _with_weights(model, tensors, use_ema, device), sde, meta
+    tensors, meta = _load(stem, expected_sha256, "score-MRI prior",
+                          lambda m: m.get("method", "score_mri") == "score_mri" and "kind" not in m)
+    model, sde = _built(stem, meta, lambda: (score_network({"model": meta["model"]}, int(meta["image_size"])),
+                                             VESDE(meta["sde"]["sigma_min"], meta["sde"]["sigma_max"])))
+    return _with_weights(model, tensors, use_ema, device, stem), sde, meta
 
 
 def load_ct_prior(stem, expected_sha256: str | None = None, use_ema: bool = True, device="cpu"):
@@ -42,27 +82,23 @@ def load_ct_prior(stem, expected_sha256: str | None = None, use_ema: bool = True
     :class:`~diffrecon.diffusion.vp.VPSchedule`; ``slice`` (DDS): 1-channel :class:`NoiseNetwork`
     and its schedule; ``score`` (DiffusionMBIR): :class:`ScoreNetwork` and its :class:`VESDE`.
     """
-    tensors, meta = load_checkpoint(stem, expected_sha256)
-    kind = meta.get("kind")
-    model: NoiseNetwork | ScoreNetwork
-    if kind == "patch":
-        model = noise_network({"model": meta["model"]}, meta["image_size"], 3, max(meta["spacings"]) + 1)
-        process = vp_schedule(meta)
-    elif kind == "slice":
-        model = noise_network({"model": meta["model"]}, meta["image_size"], 1, None)
-        process = vp_schedule(meta)
-    elif kind == "score":
-        model = score_network({"model": meta["model"]}, meta["image_size"])
-        process = VESDE(meta["sde"]["sigma_min"], meta["sde"]["sigma_max"])
-    else:
-        raise ValueError(f"{stem}: not a CT prior checkpoint (kind {kind!r})")
-    return _with_weights(model, tensors, use_ema, device), process, meta
+    tensors, meta = _load(stem, expected_sha256, "CT prior", lambda m: m.get("kind") in ("patch", "slice", "score"))
+    kind = meta["kind"]
+
+    def build():
+        size = int(meta["image_size"])
+        if kind == "patch":
+            return (noise_network({"model": meta["model"]}, size, 3, max(meta["spacings"]) + 1), vp_schedule(meta))
+        if kind == "slice":
+            return noise_network({"model": meta["model"]}, size, 1, None), vp_schedule(meta)
+        return score_network({"model": meta["model"]}, size), VESDE(meta["sde"]["sigma_min"], meta["sde"]["sigma_max"])
+
+    model, process = _built(stem, meta, build)
+    return _with_weights(model, tensors, use_ema, device, stem), process, meta
 
 
 def load_unet(stem, device="cpu", use_ema: bool = True, expected_sha256: str | None = None) -> tuple[ImageUNet, dict]:
     """A supervised :class:`ImageUNet` (MRI U-Net or CT FBP-U-Net, by the sidecar's ``kind``) and its metadata."""
-    tensors, meta = load_checkpoint(stem, expected_sha256)
-    if meta.get("method") != "unet":
-        raise ValueError(f"{stem}: not a U-Net checkpoint (method {meta.get('method')!r})")
-    model = image_unet(meta["model"], meta["image_size"])
-    return _with_weights(model, tensors, use_ema, device), meta
+    tensors, meta = _load(stem, expected_sha256, "U-Net", lambda m: m.get("method") == "unet")
+    model = _built(stem, meta, lambda: image_unet(meta["model"], int(meta["image_size"])))
+    return _with_weights(model, tensors, use_ema, device, stem), meta

@@ -24,7 +24,11 @@ def evaluate(target_path, recon_path, out_csv, dataset: str, setting: str, metho
     from diffrecon.metrics.ct import CT_CONVENTION, ct_view_metrics
     from diffrecon.metrics.mri import MRI_CONVENTION, fastmri_metrics
 
-    modality = read_attrs(target_path)["modality"]
+    from diffrecon.errors import DataFormatError
+
+    modality = read_attrs(target_path).get("modality")
+    if modality not in ("mri", "ct"):
+        raise DataFormatError(f"{target_path}: root attribute 'modality' is {modality!r}, not mri / ct: not a target file")
     targets = read_cases(target_path, "target")
     recons = read_cases(recon_path, "reconstruction")
     attrs = read_case_attrs(recon_path)
@@ -35,6 +39,12 @@ def evaluate(target_path, recon_path, out_csv, dataset: str, setting: str, metho
     for case, target in targets.items():
         if case not in scored:
             continue
+        if target.ndim != 3 or recons[case].shape != target.shape:
+            raise DataFormatError(f"{recon_path}: case '{case}' reconstruction shape {recons[case].shape} "
+                                  f"differs from the target's {target.shape} in {target_path}")
+        if float(target.max()) == float(target.min()):
+            raise DataFormatError(f"{target_path}: case '{case}' target is constant (every value "
+                                  f"{float(target.min()):g}): PSNR/SSIM undefined")
         if modality == "mri":
             by_view = {"image": fastmri_metrics(target, recons[case])}
         else:
@@ -47,6 +57,12 @@ def evaluate(target_path, recon_path, out_csv, dataset: str, setting: str, metho
     df = pd.DataFrame(rows)
     df["convention"] = MRI_CONVENTION if modality == "mri" else CT_CONVENTION
     if out_csv is not None:                 # None: only return the rows (the command line)
-        Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(out_csv, index=False)
+        out_csv = Path(out_csv)
+        out_csv.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out_csv.with_name(out_csv.name + ".part")
+        try:
+            df.to_csv(tmp, index=False)
+            tmp.replace(out_csv)
+        finally:
+            tmp.unlink(missing_ok=True)
     return df

@@ -37,6 +37,25 @@ def provenance(method: str, params: dict, model=None) -> dict:
     return out
 
 
+def check_output(result, data, problem, method: str, measurements, case: str) -> None:
+    """A method's reconstruction of one case must be a finite (slices, H, W) array with one slice per
+    measured slice (H, W the mask's / the geometry's grid); otherwise a one-line ``ValueError``
+    names the method, the file and the case (and the stage writes nothing)."""
+    import numpy as np
+
+    rec = np.asarray(result.reconstruction)
+    grid = tuple(problem.mask.shape) if problem.modality == "mri" else (problem.geometry.n,) * 2
+    where = f"{measurements}: case '{case}', method {method}"
+    if rec.ndim != 3 or rec.shape[0] != len(data) or (problem.modality == "ct" and tuple(rec.shape[1:]) != grid):
+        raise ValueError(f"{where}: reconstruction has shape {rec.shape}, expected ({len(data)}, {grid[0]}, {grid[1]})")
+    bad = rec.size - int(np.count_nonzero(np.isfinite(rec)))
+    if bad:
+        raise ValueError(f"{where}: reconstruction holds {bad} NaN or infinite values of {rec.size} "
+                         "(diverged; check the method's parameters): nothing written")
+    if result.std is not None and not np.isfinite(np.asarray(result.std)).all():
+        raise ValueError(f"{where}: posterior std holds NaN or infinite values: nothing written")
+
+
 def reconstruct(measurements, method: str, out_path, params: dict | None = None, model=None,
                 max_cases: int | None = None) -> dict[str, float]:
     """Run ``method`` on the (first ``max_cases``) cases of ``measurements``; write ``out_path``.
@@ -66,6 +85,7 @@ def reconstruct(measurements, method: str, out_path, params: dict | None = None,
                     runner = methods.build_runner(method, problem, params, model)
                 t0 = time.perf_counter()
                 result = runner(cases[case])
+                check_output(result, cases[case], problem, method, measurements, case)
                 result.seconds = seconds[case] = time.perf_counter() - t0
                 result.provenance.setdefault("device", str(getattr(runner, "device", "cpu")))
                 write_result(fo, case, result)
