@@ -69,6 +69,11 @@ def _stage_file(path):
     """The open stage file ``path``; any reading problem is a one-line ``DataFormatError`` naming it."""
     from diffrecon.data.fastmri import open_h5, reading
 
+    if _is_buffer(path):                       # an in-memory stage file (the command line)
+        path.seek(0)
+        with reading("<in-memory stage file>", "stage file"), h5py.File(path, "r") as f:
+            yield f
+        return
     path = Path(path)
     with reading(path, "stage file"), open_h5(path) as f:
         yield f

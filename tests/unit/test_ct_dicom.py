@@ -323,7 +323,7 @@ def test_nifti_real_mr_with_minmax_and_resize(tmp_path):
 def test_nifti_dataset_into_the_store(tmp_path):
     for split in ("train", "test"):
         (tmp_path / split).mkdir()
-        data = np.full((8, 8, 3), 500.0, dtype=np.float32)
+        data = np.full((8, 8, 3), 500.0, dtype=np.float32) + 100.0 * np.arange(3, dtype=np.float32)   # z: 500, 600, 700
         nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.0, 3.0, 1.0])), str(tmp_path / split / f"{split}_case.nii.gz"))
     cfg = {"modality": "ct", "source": "nifti", "files": {"train": str(tmp_path / "train" / "*.nii.gz"),
                                                           "test": str(tmp_path / "test" / "*.nii.gz")},
@@ -331,7 +331,7 @@ def test_nifti_dataset_into_the_store(tmp_path):
     manifest = prepare_dataset("nii", cfg, tmp_path / "out")
     vol = read_ct_volume(manifest["splits"]["test"][0])
     assert vol.shape == (3, 8, 8)
-    np.testing.assert_allclose(vol, 0.5)
+    np.testing.assert_allclose(vol, np.broadcast_to(np.array([0.5, 0.6, 0.7])[:, None, None], vol.shape), atol=1e-6)
     assert manifest["preprocessing"]["splits"]["test"][0]["spacing_mm"] == [3.0, 1.0, 1.0]
 
 
