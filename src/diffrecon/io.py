@@ -37,10 +37,15 @@ __all__ = ["atomic_h5", "read_cases", "read_attrs", "read_case_attrs", "read_mas
 
 @contextmanager
 def atomic_h5(path):
-    """Open ``path`` for writing through a temporary file renamed on success."""
+    """Open ``path`` for writing through a temporary file renamed on success.
+
+    ``<name>.part`` is never an output (a killed job leaves no file Snakemake would take as
+    finished); a stale one left by a killed job is removed before writing, and the temporary file
+    is removed when the block fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
+    tmp.unlink(missing_ok=True)             # stale, from a job killed by a signal
     try:
         with h5py.File(tmp, "w") as f:
             yield f
