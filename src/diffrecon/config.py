@@ -6,7 +6,12 @@ method registry (:mod:`diffrecon.methods`). The first (most relevant)
 violation is reported as a single line naming the key path and the allowed values,
 e.g. ``config: mri.masks[0]: 'gaussian3d' is not one of gaussian1d, uniform1d, ...``.
 Defaults declared in the schema are filled in. Cross-references (experiment
-datasets must exist and have the right modality) are checked too.
+datasets must exist and have the right modality) are checked too, and so is whatever would only
+fail later in a job: setting names (``la400``), masks that cannot be drawn at an acceleration,
+``source: files`` globs that match nothing, shipped weights that are missing.
+
+Files are read with :func:`read_yaml`: duplicate keys and syntax errors are one line with the
+file, line and column (``config.yaml:12:3: duplicate key 'seed' (first at line 3)``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,62 @@ SCHEMA = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
 class ConfigError(ValueError):
     """Invalid configuration; ``str(err)`` is the one-line message shown to the user."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A safe loader that rejects a key given twice in one mapping (PyYAML keeps the last)."""
+
+
+def _construct_mapping(loader, node, deep=False):
+    loader.flatten_mapping(node)
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.get(key)
+        except TypeError:               # unhashable key: let PyYAML report it
+            continue
+        if first is not None:
+            mark = key_node.start_mark
+            raise ConfigError(f"{mark.name}:{mark.line + 1}:{mark.column + 1}: duplicate key {key!r} "
+                              f"(first at line {first.line + 1})")
+        seen[key] = key_node.start_mark
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_yaml(path):
+    """Parse a YAML config file strictly; raise :class:`ConfigError` with one line
+    (``file:line:column: message``) on a syntax error, a duplicate key or an unreadable file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc.__class__.__name__})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: cannot read config (not UTF-8 text)") from None
+    try:
+        loader = _StrictLoader(text)
+        loader.name = str(path)
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        what = " ".join(str(exc.problem or exc.context or "syntax error").split())
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: YAML syntax error: {what}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: YAML error: {' '.join(str(exc).split())}") from None
+    if data is None:
+        raise ConfigError(f"{path}: empty config (expected a mapping of keys such as seed, datasets)")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config is a {type(data).__name__}, not a mapping of keys "
+                          "(seed, datasets, ...)")
+    return data
 
 
 def _key_path(path) -> str:
@@ -155,7 +216,79 @@ def validate_config(config: dict, schema_path=SCHEMA) -> dict:
         if entry["name"] in datasets:
             raise ConfigError(f"config: mri.robustness[{i}].name: '{entry['name']}' is already a dataset name")
     _check_prospective(config, datasets)
+    _check_settings(config)
+    _check_files(config)
+    _check_weights(config)
     return config
+
+
+def _check_settings(config: dict) -> None:
+    """Setting names parse (``la400``, ``sv5000``) and every mask can be drawn at every
+    acceleration (on the demo datasets' grids; the equispaced mask needs an integer R)."""
+    from diffrecon.physics.masks import mask_problem
+    from diffrecon.settings import CTSetting
+
+    ct = config.get("ct") or {}
+    for i, name in enumerate(ct.get("settings", [])):
+        try:
+            CTSetting.parse(name)
+        except ValueError as exc:
+            raise ConfigError(f"config: ct.settings[{i}]: {exc}") from None
+    mri = config.get("mri") or {}
+    shapes = {}
+    for name in mri.get("datasets", []):
+        cfg = config["datasets"][name]
+        if cfg["source"] == "demo":
+            shapes[name] = (cfg["size"], cfg["size"])
+    for mask in mri.get("masks", []):
+        for j, acc in enumerate(mri.get("accelerations", [])):
+            if mask == "equispaced" and float(acc["factor"]) != int(acc["factor"]):
+                raise ConfigError(f"config: mri.accelerations[{j}]: mask 'equispaced' needs an integer factor, "
+                                  f"got {acc['factor']:g}")
+            for name, shape in shapes.items():
+                problem = mask_problem(mask, shape, acc["factor"], acc["acs_fraction"])
+                if problem:
+                    raise ConfigError(f"config: mri.accelerations[{j}]: mask '{mask}' on {name} "
+                                      f"({shape[0]}x{shape[1]}): {problem}")
+
+
+def _check_files(config: dict) -> None:
+    """Every split pattern of a ``source: files`` dataset matches a file now (nothing creates them).
+    dicom / nifti / fastmri trees are checked by their preparation job: a download rule may
+    create them, and placeholder paths of the paper configs must still dry-run."""
+    import glob
+
+    for name, cfg in config["datasets"].items():
+        if cfg["source"] != "files":
+            continue
+        for split, pattern in cfg["files"].items():
+            if not glob.glob(str(Path(pattern).expanduser()), recursive=True):
+                raise ConfigError(f"config: datasets.{name}.files.{split}: the pattern '{pattern}' matches no file")
+
+
+def repository_root() -> Path:
+    """Where relative weight paths of a config point (the repository, or $DIFFRECON_ROOT)."""
+    import os
+
+    return Path(os.environ.get("DIFFRECON_ROOT") or Path(__file__).resolve().parents[2])
+
+
+def _check_weights(config: dict) -> None:
+    """Shipped weights given (and not retraining) exist, as do their .sha256 files."""
+    if config.get("retrain"):
+        return
+    blocks = [("score_mri", config.get("score_mri"))]
+    blocks += [(f"ct_priors.{k}", v) for k, v in (config.get("ct_priors") or {}).items()]
+    for key, block in blocks:
+        weights = (block or {}).get("weights")
+        if not weights:
+            continue
+        path = Path(weights).expanduser()
+        if not path.is_absolute() and not path.exists():
+            path = repository_root() / path
+        if not path.is_file():
+            raise ConfigError(f"config: {key}.weights: no file '{weights}' (relative paths are relative to "
+                              f"the repository {repository_root()}); set it or retrain: true")
 
 
 def _check_prospective(config: dict, datasets: dict) -> None:
@@ -173,10 +306,5 @@ def _check_prospective(config: dict, datasets: dict) -> None:
 
 
 def load_config(path) -> dict:
-    """Read and validate a YAML config file."""
-    path = Path(path)
-    try:
-        config = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read config ({exc.__class__.__name__})") from None
-    return validate_config(config)
+    """Read (strictly, :func:`read_yaml`) and validate a YAML config file."""
+    return validate_config(read_yaml(path))

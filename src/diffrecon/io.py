@@ -45,7 +45,11 @@ def _is_buffer(path) -> bool:
 @contextmanager
 def atomic_h5(path):
     """Open ``path`` for writing through a temporary file renamed on success; an in-memory
-    buffer (``io.BytesIO``) is written directly."""
+    buffer (``io.BytesIO``) is written directly.
+
+    ``<name>.part`` is never an output (a killed job leaves no file Snakemake would take as
+    finished); a stale one left by a killed job is removed before writing, and the temporary file
+    is removed when the block fails."""
     if _is_buffer(path):
         path.seek(0)
         path.truncate()
@@ -55,6 +59,7 @@ def atomic_h5(path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
+    tmp.unlink(missing_ok=True)             # stale, from a job killed by a signal
     try:
         with h5py.File(tmp, "w") as f:
             yield f

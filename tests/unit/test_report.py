@@ -271,3 +271,23 @@ def test_runtime_table_counts_each_case_once(tmp_path):
     write_runtime_table(table, tmp_path / "r.csv", tmp_path / "r.md", "ct")
     md = (tmp_path / "r.md").read_text()
     assert "| dds | 15.00 | 50 |" in md and "| fbp | 2.00 | – |" in md
+
+
+def test_compare_results_finds_differences(tmp_path):
+    import h5py
+    import numpy as np
+    import pandas as pd
+
+    from diffrecon.report.compare import compare_results
+
+    for run, value in (("a", 1.0), ("b", 1.0), ("c", 1.0 + 1e-7)):
+        cell = tmp_path / run / "mri" / "d" / "s" / "tv"
+        cell.mkdir(parents=True)
+        with h5py.File(cell / "recon.h5", "w") as f:
+            f["cases/c0/reconstruction"] = np.full((1, 2, 2), value, np.float32)
+        pd.DataFrame({"case": ["c0"], "psnr": [30.0], "seconds": [float(ord(run))]}).to_csv(cell / "metrics.csv",
+                                                                                          index=False)
+    assert compare_results(tmp_path / "a", tmp_path / "b") == []
+    assert [d.split()[0] for d in compare_results(tmp_path / "a", tmp_path / "c")] == ["DIFF"]
+    (tmp_path / "b" / "mri" / "d" / "s" / "tv" / "metrics.csv").unlink()
+    assert compare_results(tmp_path / "a", tmp_path / "b") == ["MISSING mri/d/s/tv/metrics.csv"]

@@ -13,9 +13,18 @@ except ImportError:
     sys.stderr.write("diffrecon is not installed in the Python running snakemake: run `make venv` and use "
                      ".venv/bin/snakemake, or `pip install -e .` in your environment\n")
     sys.exit(1)
-from diffrecon.config import ConfigError, validate_config
+from diffrecon.config import ConfigError, read_yaml, validate_config
 from diffrecon.experiment import VIEWS, Experiment
 from diffrecon.settings import MRISetting
+
+# Snakemake parsed the config file(s) itself, keeping the last of duplicate keys: read them again
+# strictly (duplicate keys, syntax errors: one line with file, line and column).
+try:
+    for _path in list(workflow.overwrite_configfiles or workflow.configfiles):
+        read_yaml(_path)
+except ConfigError as err:
+    sys.stderr.write(f"{err}\n")
+    sys.exit(1)
 
 # A --configfile given on the command line replaces config.yaml instead of being merged
 # into it (a paper config must not inherit the demo's datasets); --config still overrides.

@@ -271,6 +271,27 @@ def _mask_poisson(shape: tuple[int, int], acceleration: float, acs_fraction: flo
     return m
 
 
+def mask_problem(kind: str, shape: tuple[int, int], acceleration: float, acs_fraction: float) -> str | None:
+    """Why :func:`make_mask` would reject these arguments (its ACS and acceleration checks, no
+    drawing), or None. Lets a config be checked before any job runs."""
+    h, w = (int(s) for s in shape)
+    if kind in _KINDS_1D:
+        n_acs = int(round(w * acs_fraction))
+        allowed = w / acceleration if kind in _KINDS_FASTMRI else int(round(w / acceleration))
+        if n_acs > allowed:
+            return (f"acs_fraction={acs_fraction:g} gives {n_acs} ACS columns of {w}, more than the {allowed:.0f} "
+                    f"allowed by acceleration={acceleration:g}")
+        if kind == "equispaced" and float(acceleration) != int(acceleration):
+            return f"mask 'equispaced' needs an integer acceleration, got {acceleration:g}"
+        return None
+    c = _calib_width_2d((h, w), acs_fraction)
+    allowed = h * w / acceleration if kind == "poisson" else int(round(h * w / acceleration))
+    if c * c > allowed:
+        return (f"acs_fraction={acs_fraction:g} gives a {c}x{c} calibration square, more than the {allowed:.0f} "
+                f"points of {h}x{w} allowed by acceleration={acceleration:g}")
+    return None
+
+
 def make_mask(
     kind: str,
     shape: tuple[int, int],
