@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, settings, example
 from hypothesis import strategies as st
 
 from diffrecon import io
@@ -521,8 +521,11 @@ def _valid(kind, tmp):
 
 
 @pytest.mark.parametrize("kind", ["fastmri", "ct_h5", "ct_npy", "safetensors"])
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(pos=st.floats(0, 1, allow_nan=False), value=st.integers(0, 255))
+@example(pos=0.03125, value=35).via("a '#' in a .npy header: numpy's header parser raised SyntaxError")
+@example(pos=0.0, value=0).via("the magic bytes")
+@example(pos=0.999, value=255).via("the last byte")
 def test_single_byte_corruption_is_a_one_line_error_or_harmless(tmp_path_factory, kind, pos, value):
     tmp = tmp_path_factory.mktemp(kind)
     path, call, outs = _valid(kind, tmp)
