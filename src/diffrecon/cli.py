@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from diffrecon import __version__, methods
+from diffrecon.errors import one_line
 from diffrecon.physics.masks import MASK_KINDS
 
 EXIT_USAGE = 2
@@ -443,19 +444,12 @@ def main(argv=None) -> int:
         else:
             print(json.dumps(_reconstruct(args), indent=2))
     except (ConfigError, DataFormatError, FileNotFoundError, ValueError, KeyError, OSError) as exc:
-        print(f"diffrecon: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"diffrecon: error: {one_line(exc, limit=2000)}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:          # a fault of this program, still one line (status 1)
-        print(f"diffrecon: error: internal error: {exc.__class__.__name__}: {_one_line(exc)}", file=sys.stderr)
+        print(f"diffrecon: error: internal error: {exc.__class__.__name__}: {one_line(exc, limit=2000)}", file=sys.stderr)
         return 1
     return 0
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    if isinstance(exc, KeyError) and exc.args:
-        text = f"missing key {exc.args[0]!r}"
-    return text.splitlines()[0] if text else exc.__class__.__name__
 
 
 if __name__ == "__main__":

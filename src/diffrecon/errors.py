@@ -21,6 +21,9 @@ class CheckpointError(DataFormatError):
 
 def one_line(exc: BaseException, limit: int = 200) -> str:
     """The first line of ``exc``'s message (or its class name), at most ``limit`` characters."""
-    text = str(exc).strip().splitlines()
+    if isinstance(exc, KeyError) and exc.args:
+        text = [f"missing key {exc.args[0]!r}"]
+    else:
+        text = str(exc).strip().splitlines()
     msg = text[0] if text else exc.__class__.__name__
     return msg if len(msg) <= limit else msg[: limit - 1] + "…"

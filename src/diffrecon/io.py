@@ -42,6 +42,33 @@ def _is_buffer(path) -> bool:
     return hasattr(path, "read") and hasattr(path, "seek")
 
 
+def sha256_file(path) -> str:
+    """sha256 hex digest of a file, read in 1 MiB blocks (any size)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextmanager
+def atomic_path(path):
+    """Yield ``<path>.part`` to write to; it replaces ``path`` when the block ends without error and
+    is removed otherwise. A stale ``.part`` left by a killed job is removed first, so a ``.part`` is
+    never taken as an output (nothing half-written under the final name)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.unlink(missing_ok=True)
+    try:
+        yield tmp
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_h5(path):
     """Open ``path`` for writing through a temporary file renamed on success; an in-memory
@@ -56,16 +83,8 @@ def atomic_h5(path):
         with h5py.File(path, "w") as f:
             yield f
         return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.unlink(missing_ok=True)             # stale, from a job killed by a signal
-    try:
-        with h5py.File(tmp, "w") as f:
-            yield f
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        yield f
 
 
 # ----------------------------------------------------------------------------------- reading

@@ -263,7 +263,7 @@ def _drop_sums(stem):
 
 def _tampered_sidecar_lost_sha(stem):
     """The exported pair: the sidecar's sha256 removed and the weights changed; the .sha256 stays."""
-    from diffrecon.models.checkpoint import sha256
+    from diffrecon.io import sha256_file as sha256
 
     w = stem.with_suffix(".safetensors")
     stem.with_suffix(".sha256").write_text(f"{sha256(w)}  {w.name}\n")
@@ -484,7 +484,8 @@ def test_a_non_finite_reconstruction_is_an_error_and_nothing_is_written(tmp_path
 
 
 def test_install_weights_writes_the_checksum_into_a_sidecar_without_one(tmp_path):
-    from diffrecon.models.checkpoint import install_weights, load_checkpoint, sha256
+    from diffrecon.io import sha256_file as sha256
+    from diffrecon.models.checkpoint import install_weights, load_checkpoint
 
     stem = tiny_score(tmp_path / "ship" / "prior")
     w = stem.with_suffix(".safetensors")

@@ -27,9 +27,9 @@ from diffrecon.models.checkpoint import (
     install_weights,
     load_checkpoint,
     save_checkpoint,
-    sha256,
     unprefixed,
 )
+from diffrecon.io import sha256_file as sha256
 from diffrecon.models.networks import ScoreNetwork, UNetConfig
 from diffrecon.models.training import TrainConfig, train
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from diffrecon.data.ct_volumes import write_ct_volume
 from diffrecon.data.dicom import DEFAULT_WINDOW, files_in_volume_order, load_series, read_series_tree
 from diffrecon.data.fastmri import DataFormatError
+from diffrecon.io import atomic_path, sha256_file
 
 log = logging.getLogger("diffrecon.data")
 
@@ -88,7 +89,7 @@ def fingerprints(files, root: Path, mode: str = "auto") -> list[dict]:
     for f in files:
         rec = {"path": os.path.relpath(f, root)}
         if mode == "sha256":
-            rec["sha256"] = hashlib.sha256(f.read_bytes()).hexdigest()
+            rec["sha256"] = sha256_file(f)
         else:
             st = f.stat()
             rec.update(size=st.st_size, mtime=st.st_mtime)
@@ -97,9 +98,8 @@ def fingerprints(files, root: Path, mode: str = "auto") -> list[dict]:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(text)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def _volume_name(patient: str, key: str) -> str:

@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 
 from diffrecon.data.fastmri import DataFormatError, check_finite, open_h5, read_dataset, reading
+from diffrecon.io import atomic_path
 
 #: values a volume may take: attenuation scaled to [0, 1], with a margin for resampling overshoot
 VALUE_RANGE = (-0.1, 1.5)
@@ -42,8 +43,7 @@ def write_ct_volume(path, volume: np.ndarray, spacing_mm=(1.0, 1.0, 1.0), descri
         raise DataFormatError(f"{path}: CT volume must be (slices, H, W), got {volume.shape}")
     provenance = dict(provenance or {})
     source_files = provenance.pop("source_files", None)
-    tmp = path.with_suffix(path.suffix + ".part")
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.create_dataset("volume", data=volume.astype(np.float32), chunks=(1, *volume.shape[1:]))
             f.attrs["spacing_mm"] = np.asarray(spacing_mm, dtype=np.float64)
@@ -52,9 +52,6 @@ def write_ct_volume(path, volume: np.ndarray, spacing_mm=(1.0, 1.0, 1.0), descri
                 f.attrs[key] = value
             if source_files is not None:
                 f.create_dataset("source_files", data=[str(s) for s in source_files], dtype=h5py.string_dtype())
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

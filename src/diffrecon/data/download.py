@@ -21,7 +21,6 @@ Every failure is a :class:`DownloadError` with a one-line message naming the arc
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -31,6 +30,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+
+from diffrecon.io import sha256_file
 
 log = logging.getLogger("diffrecon")
 
@@ -97,14 +98,6 @@ def read_url_list(path=None) -> list[Entry]:
     return entries
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fetch(entry: Entry, dest, timeout: float = 60.0, chunk: int = 1 << 20) -> Path:
     """Download ``entry`` into ``dest/<name>`` (resuming ``<name>.part``); check size and sha256."""
     from urllib.error import HTTPError, URLError
@@ -155,7 +148,7 @@ def fetch(entry: Entry, dest, timeout: float = 60.0, chunk: int = 1 << 20) -> Pa
         part.unlink()
         raise DownloadError(f"{entry.name}: {got} bytes, expected {entry.size}; partial file removed")
     if entry.sha256 is not None:
-        digest = sha256_of(part)
+        digest = sha256_file(part)
         if digest != entry.sha256:
             part.unlink()
             raise DownloadError(f"{entry.name}: sha256 {digest[:12]}… differs from the expected "
@@ -240,7 +233,7 @@ def download_all(entries: list[Entry], dest, only=None, keep_archives: bool = Fa
                 records.append({**rec, "status": "already done"})
                 continue
         archive = fetch(entry, dest, timeout=timeout)
-        size, digest = archive.stat().st_size, sha256_of(archive)
+        size, digest = archive.stat().st_size, sha256_file(archive)
         folder = extract(archive, dest)
         if not keep_archives:
             archive.unlink()

@@ -31,6 +31,7 @@ import h5py
 import numpy as np
 
 from diffrecon.errors import DataFormatError, one_line  # DataFormatError: re-exported, the readers' error
+from diffrecon.io import atomic_path
 
 # Preference order when a file has both (fastMRI single-coil knee files do): the RSS of the fully
 # sampled multi-coil data is the magnitude image the prior trains on and the same target for
@@ -133,8 +134,7 @@ def volume_writer(path, n_slices: int, kspace_shape: tuple, target_shape: tuple 
         raise DataFormatError(f"{path}: kspace slices must be 2-D or 3-D and target slices 2-D, "
                               f"got {kspace_shape}, {target_shape}")
     multicoil = len(kspace_shape) == 3
-    tmp = path.with_suffix(path.suffix + ".part")
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             ksp = f.create_dataset("kspace", (n_slices, *kspace_shape), dtype=np.complex64,
                                    chunks=(1, *kspace_shape))
@@ -156,9 +156,6 @@ def volume_writer(path, n_slices: int, kspace_shape: tuple, target_shape: tuple 
                     t = tgt[s]
                     peak, sq = max(peak, float(t.max())), sq + float(np.sum(t.astype(np.float64) ** 2))
                 f.attrs["max"], f.attrs["norm"] = peak, float(np.sqrt(sq))
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_volume(path, kspace: np.ndarray, target: np.ndarray, attrs: dict | None = None) -> Path:

@@ -34,7 +34,6 @@ or sha256), the crop, the kept slices of each file, the normalisation and packag
 from __future__ import annotations
 
 import glob
-import hashlib
 import logging
 from pathlib import Path
 
@@ -66,11 +65,9 @@ def fingerprint(path: Path, how: str = "size_mtime") -> dict:
     st = path.stat()
     out = {"size": st.st_size}
     if how == "sha256":
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
-        out["sha256"] = h.hexdigest()
+        from diffrecon.io import sha256_file
+
+        out["sha256"] = sha256_file(path)
     else:
         out["mtime"] = st.st_mtime
     return out

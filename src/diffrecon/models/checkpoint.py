@@ -19,13 +19,9 @@ from pathlib import Path
 
 import torch
 
+from diffrecon.io import sha256_file
 
-def sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+
 
 
 def config_hash(cfg: dict) -> str:
@@ -63,7 +59,7 @@ def save_checkpoint(stem, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     weights, sidecar = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
     tmp_w, tmp_j = Path(f"{weights}.part"), Path(f"{sidecar}.part")
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp_w))
-    meta = {**meta, "sha256": sha256(tmp_w)}
+    meta = {**meta, "sha256": sha256_file(tmp_w)}
     tmp_j.write_text(json.dumps(meta, indent=2, default=str))
     os.replace(tmp_w, weights)
     os.replace(tmp_j, sidecar)
@@ -116,7 +112,7 @@ def load_checkpoint(stem, expected_sha256: str | None = None) -> tuple[dict[str,
     meta = read_sidecar(sidecar) if sidecar.is_file() else {}
     sums = {"given": expected_sha256, sidecar.name: meta.get("sha256"),
             weights.with_suffix(".sha256").name: recorded_sha256(weights)}
-    digest = sha256(weights) if any(sums.values()) else None   # hash the file once
+    digest = sha256_file(weights) if any(sums.values()) else None   # hash the file once
     for source, expected in sums.items():
         if not expected:
             continue
@@ -168,7 +164,7 @@ def verify_sha256_file(weights, remedy: str = "re-fetch the file") -> str:
     if not fields:
         raise CheckpointError(f"{sums}: checksum file is empty")
     expected = fields[0].lower()
-    actual = sha256(weights)
+    actual = sha256_file(weights)
     if actual != expected:
         raise CheckpointError(f"{weights}: sha256 {actual[:12]}… does not match {sums.name} ({expected[:12]}…); "
                               f"{remedy}")
@@ -225,7 +221,7 @@ def export_weights(checkpoint_stem, out_stem) -> Path:
         raise ValueError(f"{checkpoint_stem}: checkpoint holds no EMA weights")
     meta = {k: v for k, v in meta.items() if k != "sha256"}
     meta["exported_from"] = {"checkpoint": str(Path(checkpoint_stem).with_suffix(".safetensors")),
-                             "sha256": sha256(Path(checkpoint_stem).with_suffix(".safetensors"))}
+                             "sha256": sha256_file(Path(checkpoint_stem).with_suffix(".safetensors"))}
     weights = save_checkpoint(out_stem, ema, meta)
-    Path(out_stem).with_suffix(".sha256").write_text(f"{sha256(weights)}  {weights.name}\n")
+    Path(out_stem).with_suffix(".sha256").write_text(f"{sha256_file(weights)}  {weights.name}\n")
     return weights

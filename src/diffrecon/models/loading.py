@@ -16,7 +16,7 @@ from torch import nn
 from diffrecon.diffusion.sde import VESDE
 from diffrecon.errors import CheckpointError, one_line
 from diffrecon.models.checkpoint import load_checkpoint, unprefixed
-from diffrecon.models.networks import ImageUNet, NoiseNetwork, ScoreNetwork, image_unet
+from diffrecon.models.networks import ImageUNet, ScoreNetwork, image_unet
 from diffrecon.models.recipes import noise_network, score_network, vp_schedule
 
 

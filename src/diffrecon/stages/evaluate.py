@@ -3,11 +3,10 @@ and view; fastMRI's convention for MRI, per-view for CT)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
-from diffrecon.io import read_attrs, read_case_attrs, read_cases
+from diffrecon.io import read_attrs, read_case_attrs, read_cases, atomic_path
 
 
 def evaluate(target_path, recon_path, out_csv, dataset: str, setting: str, method: str, subset: bool = False,
@@ -57,12 +56,6 @@ def evaluate(target_path, recon_path, out_csv, dataset: str, setting: str, metho
     df = pd.DataFrame(rows)
     df["convention"] = MRI_CONVENTION if modality == "mri" else CT_CONVENTION
     if out_csv is not None:                 # None: only return the rows (the command line)
-        out_csv = Path(out_csv)
-        out_csv.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_csv.with_name(out_csv.name + ".part")
-        try:
+        with atomic_path(out_csv) as tmp:
             df.to_csv(tmp, index=False)
-            tmp.replace(out_csv)
-        finally:
-            tmp.unlink(missing_ok=True)
     return df

@@ -26,14 +26,15 @@ log = logging.getLogger("diffrecon")
 def provenance(method: str, params: dict, model=None) -> dict:
     """What produced a reconstruction: hash of the resolved parameters, model checkpoint sha256,
     commit of the code, library versions."""
-    from diffrecon.models.checkpoint import config_hash, git_commit, library_versions, sha256
+    from diffrecon.io import sha256_file
+    from diffrecon.models.checkpoint import config_hash, git_commit, library_versions
 
     out = {"method": method, "params_hash": config_hash(params), "commit": git_commit(),
            "versions": library_versions(), "seed": params.get("seed")}
     if model is not None:
         weights = Path(model).with_suffix(".safetensors")
         out["model"] = str(weights)
-        out["model_sha256"] = sha256(weights) if weights.is_file() else None
+        out["model_sha256"] = sha256_file(weights) if weights.is_file() else None
     return out
 
 
@@ -79,7 +80,6 @@ def reconstruct(measurements, method: str, out_path, params: dict | None = None,
                 if case in own_masks:       # prospective data: one runner per case, with its own mask
                     if runner is not None:
                         runner.close()
-                    runner = None
                     runner = methods.build_runner(method, with_mask(problem, own_masks[case]), params, model)
                 elif runner is None:
                     runner = methods.build_runner(method, problem, params, model)
