@@ -324,7 +324,7 @@ class NCSNpp(nn.Module):
     after each down-sampling block), middle, decoder, output GroupNorm and convolution.
     """
 
-    def __init__(self, cfg: NCSNppConfig = DIFFUSIONMBIR_AAPM_256):
+    def __init__(self, cfg: NCSNppConfig):
         super().__init__()
         self.cfg = cfg
         levels = len(cfg.ch_mult)
