@@ -5,9 +5,13 @@ Forward process  dx = sqrt(d[sigma^2(t)]/dt) dw,  t in [0, 1], with the geometri
     sigma(t) = sigma_min * (sigma_max / sigma_min) ** t,
 
 so x_t = x_0 + sigma(t) z and the perturbation kernel's score is -(x_t - x_0) / sigma(t)^2.
-For sampling with N steps the discrete noise levels are the same geometric sequence
-sigma_k = sigma(k / (N - 1)), k = 0..N-1, and the reverse-diffusion predictor uses
-G_k^2 = sigma_k^2 - sigma_{k-1}^2 (sigma_{-1} = 0).
+For sampling with N steps score_sde's discrete noise levels are the same geometric sequence
+sigma_k = sigma(k / (N - 1)), k = 0..N-1 (:meth:`VESDE.discrete_sigmas`), and its
+reverse-diffusion predictor uses G_k^2 = sigma_k^2 - sigma_{k-1}^2 (sigma_{-1} = 0). The
+samplers of this project take sigma_i = sigma(t_i) on the time grid t_i = linspace(1, eps, N)
+(:meth:`VESDE.time_grid`) both as the network's noise label (as score_sde does) and for
+G_i^2 = sigma_i^2 - sigma_{i+1}^2 (sigma_N = 0); the two tables differ by a factor of at most
+exp(eps * ln(sigma_max / sigma_min)), about 1 + 1e-4 (docs/crosschecks.md).
 
 Training (:func:`ve_dsm_loss`) is continuous denoising score matching with sigma^2 weighting:
 t ~ U(eps, 1), x_t = x0 + sigma(t) z,  loss = 0.5 * sum_pixels (sigma s_theta(x_t, sigma) + z)^2,
