@@ -400,7 +400,10 @@ def init_from(model: nn.Module, path) -> dict:
     """
     from diffrecon.models.checkpoint import load_checkpoint, unprefixed
 
-    path = Path(path)
+    path = resolve_path(path)
+    if not path.with_suffix(".json").is_file():
+        raise CheckpointError(f"{path}: initial weights need their .json sidecar (as diffrecon import-weights "
+                              "writes it)")
     tensors, meta = load_checkpoint(path)
     prefix = "ema" if any(k.startswith("ema.") for k in tensors) else "model"
     state = unprefixed(prefix, tensors)
@@ -419,13 +422,23 @@ def init_from(model: nn.Module, path) -> dict:
     return init_provenance(path, meta)
 
 
+def resolve_path(path) -> Path:
+    """``path`` as given, or relative to the repository when it does not exist as given (as a
+    config's ``weights:``)."""
+    from diffrecon.config import repository_root
+
+    path = Path(path).expanduser()
+    if not path.is_absolute() and not path.exists():
+        path = repository_root() / path
+    return path if path.suffix == ".safetensors" else path.with_suffix(".safetensors")
+
+
 def init_provenance(path, meta: dict | None = None) -> dict:
     """``{"init_from": {path, sha256, layout, method}}`` of the initial weights ``path`` (from its
     sidecar), for a training run's metadata (so a changed initialisation is a changed config)."""
     from diffrecon.models.checkpoint import read_sidecar
 
-    path = Path(path)
-    weights = path if path.suffix == ".safetensors" else path.with_suffix(".safetensors")
+    weights = resolve_path(path)
     if meta is None:
         sidecar = weights.with_suffix(".json")
         meta = read_sidecar(sidecar) if sidecar.is_file() else {}
