@@ -209,6 +209,10 @@ def read_original(path) -> object:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     is_zip = zipfile.is_zipfile(path)
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if not is_zip and head[:1] != b"\x80":            # neither torch's zip format nor a (legacy) pickle
+        raise CheckpointError(f"{path}: not a torch checkpoint file (neither a zip archive nor a pickle)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except Exception as exc:        # UnpicklingError, RuntimeError (zip reader), EOFError, ...
@@ -277,7 +281,7 @@ def check_state(state: dict, lay: PublishedLayout, path, allow_missing: tuple[st
     rows = _layout_rows(lay)
     missing = [k for k in rows if k not in state and k not in allow_missing]
     unexpected = [k for k in state if k not in rows]
-    shapes = [k for k in state if k in rows and tuple(state[k].shape) != rows[k][0]]
+    shapes = [k for k in rows if k in state and tuple(state[k].shape) != rows[k][0]]
     if not (missing or unexpected or shapes):
         return
     if shapes:
@@ -410,7 +414,7 @@ def init_from(model: nn.Module, path) -> dict:
     own = model.state_dict()
     missing = [k for k in own if k not in state and k not in NEW_TENSORS]
     unexpected = [k for k in state if k not in own]
-    shapes = [k for k in state if k in own and own[k].shape != state[k].shape]
+    shapes = [k for k in own if k in state and own[k].shape != state[k].shape]
     if missing or unexpected or shapes:
         k = (shapes or missing or unexpected)[0]
         what = ("has shape " + str(tuple(state[k].shape)) + f", the network {tuple(own[k].shape)}" if shapes
