@@ -36,7 +36,7 @@ from diffrecon.models.adm import (
     ADMUNet,
     timestep_embedding,
 )
-from diffrecon.models.checkpoint import load_checkpoint, save_checkpoint, unprefixed
+from diffrecon.models.checkpoint import load_checkpoint, save_checkpoint, unprefixed, verify_sha256_file
 
 LAYOUTS_DIR = Path(__file__).resolve().parents[1] / "data" / "checkpoint_layouts"
 ADM_LAYOUTS = ["adm_imagenet256_uncond", "dds_aapm256", "diffusionblend_patch"]
@@ -335,6 +335,7 @@ def test_dds_import_through_the_command_line_and_the_ct_loader(tmp_path, capsys)
     out = capsys.readouterr().out
     assert "dds_aapm256" in out and str(stem.with_suffix(".safetensors")) in out
     assert (meta["method"], meta["kind"], meta["image_size"]) == ("ct_slice", "slice", 256)
+    assert verify_sha256_file(stem.with_suffix(".safetensors")) == meta["sha256"]   # as install_weights checks it
     # the import holds the source tensors at the same places: its forward equals a network given them by name
     ours = meta_network(ADMConfig.from_dict(meta["model"]), model, ADMNoiseNetwork)
     direct = meta_network(DDS_AAPM_256, state)
