@@ -28,8 +28,6 @@ from diffrecon.errors import CheckpointError
 from diffrecon.models import published
 from diffrecon.models.adm import (
     DDS_AAPM_256,
-    DIFFUSIONBLEND_PATCH,
-    IMAGENET_256_UNCOND,
     PRESETS,
     ADMConfig,
     ADMNoiseNetwork,
@@ -53,12 +51,17 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.f
 
 
 def synthetic_state(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random tensors with exactly the fixture's names, shapes and dtypes (state_dict order):
-    weights ~ N(0, 1/fan_in), 1-D weights (norms) ~ 1 + N(0, 0.1²), biases ~ N(0, 0.1²), the VE
-    levels a geometric ladder."""
+    """Random tensors with exactly the fixture's names, shapes and dtypes (state_dict order)."""
+    return random_tensors(fixture(name)["tensors"], seed)
+
+
+def random_tensors(rows, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random tensors for ``rows`` of (name, shape, dtype): weights ~ N(0, 1/fan_in), 1-D weights
+    (norms) ~ 1 + N(0, 0.1²), biases ~ N(0, 0.1²), the VE levels a geometric ladder — so that every
+    block (attention included) changes the output."""
     g = torch.Generator().manual_seed(seed)
     out = {}
-    for key, shape, dtype in fixture(name)["tensors"]:
+    for key, shape, dtype in rows:
         if key == "sigmas":
             out[key] = torch.exp(torch.linspace(math.log(378.0), math.log(0.01), shape[0], dtype=torch.float64))
             continue
@@ -206,7 +209,8 @@ def test_adm_state_dict_is_the_published_layout(name):
 def test_registry_names_the_fixtures_and_their_conventions():
     assert set(published.LAYOUTS) == set(ADM_LAYOUTS + NCSNPP_LAYOUTS) == {p.stem for p in LAYOUTS_DIR.glob("*.json")}
     blend = published.LAYOUTS["diffusionblend_patch"]
-    assert blend.kind == "patch" and blend.extra["spacings"] == [1, 3] and set(blend.conventions["labels"]) == {"1", "3"}
+    assert blend.kind == "patch" and blend.extra["spacings"] == [1, 3]
+    assert set(blend.conventions["labels"]) == {"1", "3"}
     for name in ADM_LAYOUTS:
         assert published.LAYOUTS[name].conventions["schedule"] == {"beta_start": 1e-4, "beta_end": 0.02,
                                                                    "n_train_steps": 1000}
@@ -259,9 +263,8 @@ def test_dds_topology_equals_deepinv_at_half_width():
     the two implementations agree on the same tensors (the full width is checked by layout above)."""
     cfg = dataclasses.replace(DDS_AAPM_256, model_channels=128)
     with torch.device("meta"):
-        shapes = {k: v.shape for k, v in ADMUNet(cfg).state_dict().items()}
-    g = torch.Generator().manual_seed(0)
-    tensors = {k: torch.randn(s, generator=g) / math.sqrt(math.prod(s[1:]) if len(s) > 1 else 100) for k, s in shapes.items()}
+        rows = [(k, list(v.shape), "float32") for k, v in ADMUNet(cfg).state_dict().items()]
+    tensors = random_tensors(rows)
     ours = meta_network(cfg, tensors)
     ref = deepinv_reference(tensors, large=False, in_channels=1)
     x, t = inputs(1)
@@ -382,7 +385,8 @@ REFUSALS = {
                        ["'middle_block.1.qkv.weight' (3072, 1024, 1) is missing", "1 missing, 0 unexpected"]),
     "wrong_shape": ("dds_aapm256", lambda: cheap_state("dds_aapm256", reshape="out.2.bias"),
                     ["'out.2.bias' has shape (3,), the layout (2,)", "0 missing, 0 unexpected, 1 wrong-shape"]),
-    "unexpected_tensor": ("adm_imagenet256_uncond", lambda: cheap_state("adm_imagenet256_uncond", extra="spacecode_emb.weight"),
+    "unexpected_tensor": ("adm_imagenet256_uncond",
+                          lambda: cheap_state("adm_imagenet256_uncond", extra="spacecode_emb.weight"),
                           ["'spacecode_emb.weight' (3,) is not in the layout", "0 missing, 1 unexpected"]),
     "wrapped_given_as_raw": ("dds_aapm256", lambda: {"iterations": 1, "state_dict": cheap_state("dds_aapm256")},
                              ["stored as a raw state dict", "'iterations', 'state_dict'"]),
@@ -480,11 +484,13 @@ def test_ct_loader_builds_the_adm_of_an_imported_sidecar(tmp_path):
                            {"spacings": [1, 3], "schedule": published.VP_LINEAR})
     net, process, meta = load_ct_prior(weights)
     assert isinstance(net, ADMNoiseNetwork) and net.cfg.num_classes == 1000 and not net.training
-    assert isinstance(process, VPSchedule) and (process.beta_start, process.beta_end, process.n_train_steps) == (1e-4, 0.02, 1000)
+    assert isinstance(process, VPSchedule)
+    assert (process.beta_start, process.beta_end, process.n_train_steps) == (1e-4, 0.02, 1000)
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         eps = net(x, torch.tensor([10, 10]), torch.tensor([1, 3]))
-        assert eps.shape == x.shape and torch.equal(eps, net.full_output(x, torch.tensor([10, 10]), torch.tensor([1, 3]))[:, :3])
+        full = net.full_output(x, torch.tensor([10, 10]), torch.tensor([1, 3]))
+        assert eps.shape == x.shape and torch.equal(eps, full[:, :3])
     with pytest.raises(CheckpointError) as exc:                    # a CT prior is not a score-MRI prior
         load_score_network(weights)
     assert_one_line_error(exc, "'patch' checkpoint", "imported layout patch")
@@ -496,7 +502,8 @@ def test_weights_of_another_prior_are_refused_at_validation_and_install(tmp_path
 
     fitting = {kind: small_import(tmp_path, f"{kind}_import", f"ct_{kind}", kind, SMALL_BLOCK, {})
                for kind in ("patch", "slice")}
-    ncsnpp_like = fitting["score"] = small_import(tmp_path, "diffusionmbir_aapm256", "ct_score", "score", SMALL_BLOCK, {})
+    ncsnpp_like = small_import(tmp_path, "diffusionmbir_aapm256", "ct_score", "score", SMALL_BLOCK, {})
+    fitting["score"] = ncsnpp_like
     imagenet_like = small_import(tmp_path, "adm_imagenet256_uncond", "adm_pretrained", None, SMALL_BLOCK, {})
     repo = Path(__file__).resolve().parents[2]
     raw = read_yaml(repo / "config" / "paper" / "aapm.yaml")
@@ -504,9 +511,8 @@ def test_weights_of_another_prior_are_refused_at_validation_and_install(tmp_path
     for k in raw["ct_priors"]:
         raw["ct_priors"][k]["weights"] = str(fitting[k])
     validate_config(json.loads(json.dumps(raw)))                    # each prior's own weights: valid
-    for kind, weights, part in [("slice", ncsnpp_like, "holds a 'ct_score' prior (imported layout diffusionmbir_aapm256), "
-                                                       "not a 'ct_slice' prior"),
-                                ("patch", imagenet_like, "give it as init_from")]:
+    wrong_kind = "holds a 'ct_score' prior (imported layout diffusionmbir_aapm256), not a 'ct_slice' prior"
+    for kind, weights, part in [("slice", ncsnpp_like, wrong_kind), ("patch", imagenet_like, "give it as init_from")]:
         cfg = json.loads(json.dumps(raw))
         cfg["ct_priors"][kind]["weights"] = str(weights)
         with pytest.raises(ConfigError) as exc:
@@ -526,7 +532,8 @@ def test_paper_configs_build_the_published_adm_layouts():
     repo = Path(__file__).resolve().parents[2]
     for name in ("aapm", "lidc"):
         cfg = load_config(repo / "config" / "paper" / f"{name}.yaml")
-        for kind, layout, channels, labels in [("patch", "diffusionblend_patch", 3, 4), ("slice", "dds_aapm256", 1, None)]:
+        for kind, layout, channels, labels in [("patch", "diffusionblend_patch", 3, 4),
+                                               ("slice", "dds_aapm256", 1, None)]:
             with torch.device("meta"):
                 net = noise_network(cfg["ct_priors"][kind], 256, channels, labels)
             got = [[k, list(v.shape), "float32"] for k, v in net.state_dict().items()]
@@ -585,7 +592,8 @@ def test_train_ct_prior_starts_from_init_from_and_records_it(tmp_path):
     cfg = {"model": {**SMALL_BLOCK, "num_classes": 4}, "spacings": [1, 3], "init_from": str(uncond),
            "train": {"steps": 1, "batch_size": 2, "lr": 1e-12, "warmup": 1, "checkpoint_every": 1}}
     meta = train_ct_prior(manifest, cfg, tmp_path / "prior", "patch", device="cpu", progress=False)
-    assert meta["init_from"]["path"] == str(uncond) and meta["init_from"]["sha256"] == load_checkpoint(uncond)[1]["sha256"]
+    assert meta["init_from"]["path"] == str(uncond)
+    assert meta["init_from"]["sha256"] == load_checkpoint(uncond)[1]["sha256"]
     trained = unprefixed("model", load_checkpoint(tmp_path / "prior")[0])
     source = unprefixed("model", load_checkpoint(uncond)[0])
     torch.testing.assert_close(trained["time_embed.0.weight"], source["time_embed.0.weight"], rtol=1e-6, atol=1e-6)

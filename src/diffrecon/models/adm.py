@@ -83,8 +83,9 @@ class ADMConfig(Options):
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
         self.attention_ds = tuple(int(d) for d in self.attention_ds)
         if self.in_channels < 1 or self.model_channels < 1 or self.num_res_blocks < 1 or not self.channel_mult:
-            raise ValueError(f"adm: in_channels, model_channels, num_res_blocks and channel_mult must be positive, "
-                             f"got {self.in_channels}, {self.model_channels}, {self.num_res_blocks}, {self.channel_mult}")
+            raise ValueError(f"adm: in_channels, model_channels, num_res_blocks and channel_mult must be "
+                             f"positive, got {self.in_channels}, {self.model_channels}, {self.num_res_blocks}, "
+                             f"{self.channel_mult}")
         expected = self.in_channels * (2 if self.learn_sigma else 1)
         if self.out_channels != expected:
             raise ValueError(f"adm: out_channels must be {expected} for {self.in_channels} input channels with "
@@ -190,7 +191,8 @@ class ResBlock(EmbeddingBlock):
         super().__init__()
         out_channels = out_channels or channels
         self.scale_shift = scale_shift
-        self.in_layers = nn.Sequential(GroupNorm32(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.in_layers = nn.Sequential(GroupNorm32(channels), nn.SiLU(),
+                                       nn.Conv2d(channels, out_channels, 3, padding=1))
         self.resample = up or down
         if self.resample:
             self.h_upd = Resample(channels, up=up, conv=False)

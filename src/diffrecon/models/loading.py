@@ -72,8 +72,9 @@ def _with_weights(model: nn.Module, tensors: dict[str, torch.Tensor], use_ema: b
 
 def load_score_network(stem, expected_sha256: str | None = None, use_ema: bool = True,
                        device="cpu") -> tuple[nn.Module, VESDE, dict]:
-    """The score-MRI prior of checkpoint ``stem``: (score network s_θ(x, σ) — :class:`~diffrecon.models.networks.ScoreNetwork`, or
-    NCSN++ for ``architecture: ncsnpp`` — its :class:`VESDE` (the sidecar's σ range), metadata)."""
+    """The score-MRI prior of checkpoint ``stem``: (score network s_θ(x, σ) —
+    :class:`~diffrecon.models.networks.ScoreNetwork`, or NCSN++ for ``architecture: ncsnpp`` — its
+    :class:`VESDE` (the sidecar's σ range), metadata)."""
     tensors, meta = _load(stem, expected_sha256, "score-MRI prior",
                           lambda m: m.get("method", "score_mri") == "score_mri" and "kind" not in m)
     model, sde = _built(stem, meta, lambda: (score_network({"model": meta["model"]}, int(meta["image_size"])),
@@ -87,8 +88,9 @@ def load_ct_prior(stem, expected_sha256: str | None = None, use_ema: bool = True
     ``patch`` (DiffusionBlend): 3-channel ε-network with labels 0 … max spacing and its
     :class:`~diffrecon.diffusion.vp.VPSchedule`; ``slice`` (DDS): 1-channel ε-network and its
     schedule; ``score`` (DiffusionMBIR): score network and its :class:`VESDE`. The ε-networks are
-    :class:`~diffrecon.models.networks.NoiseNetwork` or, for ``architecture: adm``, :class:`~diffrecon.models.adm.ADMNoiseNetwork`
-    (ε̂ = the first C of its output channels); the score network :class:`~diffrecon.models.networks.ScoreNetwork` or NCSN++.
+    :class:`~diffrecon.models.networks.NoiseNetwork` or, for ``architecture: adm``,
+    :class:`~diffrecon.models.adm.ADMNoiseNetwork` (ε̂ = the first C of its output channels); the
+    score network :class:`~diffrecon.models.networks.ScoreNetwork` or NCSN++.
     """
     tensors, meta = _load(stem, expected_sha256, "CT prior", lambda m: m.get("kind") in ("patch", "slice", "score"))
     kind = meta["kind"]
