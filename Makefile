@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[workflow,dev]"
 	# fastMRI's reference code without its dependencies (they would replace the CPU torch)
 	$(BIN)/python -m pip install -q --no-deps fastmri==0.3.0 runstats==2.0.0
+	# deepinv's DiffUNet, the ADM tests' reference, without its dependencies (torchvision would break the CPU torch)
+	$(BIN)/python -m pip install -q --no-deps deepinv==0.5.0
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

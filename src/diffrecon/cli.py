@@ -114,6 +114,17 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export-weights", help="write shippable EMA weights (+ sidecar, .sha256) from a checkpoint")
     e.add_argument("checkpoint", type=Path, help="training checkpoint (.safetensors with its .json sidecar)")
     e.add_argument("output", type=Path, help="output .safetensors path")
+
+    i = sub.add_parser("import-weights", help="convert a published diffusion checkpoint to project weights",
+                       description="Read a published checkpoint (torch.load with weights_only=True: a file that "
+                                   "needs arbitrary objects unpickled is refused), check every tensor name and "
+                                   "shape against the layout's network, and write STEM.safetensors, STEM.json "
+                                   "(sidecar) and STEM.sha256, usable as weights: (or init_from:) in a config. "
+                                   "docs/published_checkpoints.md lists the layouts.")
+    i.add_argument("file", type=Path, nargs="?", help="the published checkpoint (.pt / .ckpt / .pth)")
+    i.add_argument("--layout", help="layout of the file (see --list-layouts)")
+    i.add_argument("--out", type=Path, help="output stem (STEM.safetensors, STEM.json, STEM.sha256)")
+    i.add_argument("--list-layouts", action="store_true", help="list the known layouts and exit")
     return p
 
 
@@ -421,6 +432,24 @@ def _sinogram_measurements(path: Path, out: Path, projector: str) -> None:
         io.write_ct_measurements_header(w, geom, "cli", "user")
 
 
+def _import_weights(args) -> None:
+    """``diffrecon import-weights``: list the layouts, or convert one file (docs/published_checkpoints.md)."""
+    from diffrecon.models.published import LAYOUTS, import_weights
+
+    if args.list_layouts:
+        for lay in LAYOUTS.values():
+            use = f"{lay.method}" + (f" (ct_priors.{lay.kind})" if lay.kind else "")
+            print(f"{lay.name}: {lay.title}; file {lay.file_name}; imports as {use}")
+        return
+    missing = [flag for flag, value in (("FILE", args.file), ("--layout", args.layout), ("--out", args.out))
+               if value is None]
+    if missing:
+        raise UsageError(f"import-weights: give {', '.join(missing)} (or --list-layouts)")
+    weights, meta = import_weights(args.file, args.layout, args.out)
+    print(f"{weights}: written from layout {meta['layout']} ({meta['method']}; sidecar "
+          f"{weights.with_suffix('.json').name}, sha256 in {weights.with_suffix('.sha256').name})")
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     from diffrecon.config import ConfigError, load_config
@@ -441,6 +470,8 @@ def main(argv=None) -> int:
 
             out = export_weights(args.checkpoint.with_suffix(""), args.output.with_suffix(""))
             print(f"{out}: written (sha256 in {out.with_suffix('.sha256').name})")
+        elif args.command == "import-weights":
+            _import_weights(args)
         else:
             print(json.dumps(_reconstruct(args), indent=2))
     except (ConfigError, DataFormatError, FileNotFoundError, ValueError, KeyError, OSError) as exc:

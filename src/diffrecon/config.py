@@ -119,6 +119,16 @@ def _fill_defaults(schema: dict, instance, root: dict):
             instance[key] = sub["default"]
         if key in instance:
             _fill_defaults(sub, instance[key], root)
+    for branch in schema.get("allOf", []):       # if/then alternatives (a prior's model block)
+        if "if" in branch and "then" in branch and _matches(branch["if"], instance, root):
+            then = branch["then"]
+            _fill_defaults(_resolve(then["$ref"], root) if "$ref" in then else then, instance, root)
+
+
+def _matches(fragment: dict, instance, root: dict) -> bool:
+    import jsonschema
+
+    return jsonschema.Draft202012Validator({"$defs": root["$defs"], **fragment}).is_valid(instance)
 
 
 def _resolve(ref: str, root: dict) -> dict:
@@ -180,6 +190,8 @@ def validate_config(config: dict, schema_path=SCHEMA) -> dict:
                 raise ConfigError(f"config: {modality}.datasets[{i}]: '{name}' has modality {datasets[name]['modality']}, not {modality}")
     if config.get("score_mri") and not config.get("retrain") and not config["score_mri"].get("weights"):
         raise ConfigError("config: score_mri.weights: no shipped weights given; set them or retrain: true")
+    if config.get("score_mri"):
+        _check_architecture("score_mri", "score", config["score_mri"]["model"])
     from diffrecon import methods
 
     def prior_kind(method):             # ct_patch → patch (the key of ct_priors), else None
@@ -209,6 +221,7 @@ def validate_config(config: dict, schema_path=SCHEMA) -> dict:
             raise ConfigError(f"config: ct_priors.{kind}.dataset: '{prior['dataset']}' is not a CT dataset")
         if kind == "score" and "sde" not in prior:
             raise ConfigError("config: ct_priors.score.sde: the VE prior needs sigma_min and sigma_max")
+        _check_architecture(f"ct_priors.{kind}", kind, prior["model"])
     for i, entry in enumerate(config.get("mri", {}).get("robustness", [])):
         if entry["of"] not in config["mri"]["datasets"]:
             raise ConfigError(f"config: mri.robustness[{i}].of: '{entry['of']}' is not one of mri.datasets "
@@ -219,6 +232,7 @@ def validate_config(config: dict, schema_path=SCHEMA) -> dict:
     _check_settings(config)
     _check_files(config)
     _check_weights(config)
+    _check_init_from(config)
     return config
 
 
@@ -289,6 +303,54 @@ def _check_weights(config: dict) -> None:
         if not path.is_file():
             raise ConfigError(f"config: {key}.weights: no file '{weights}' (relative paths are relative to "
                               f"the repository {repository_root()}); set it or retrain: true")
+        want = "score_mri" if key == "score_mri" else "ct_" + key.split(".")[1]
+        problem = _weights_problem(path, want)
+        if problem:
+            raise ConfigError(f"config: {key}.weights: {problem}")
+
+
+def _check_architecture(key: str, kind: str, model: dict) -> None:
+    """VP priors (patch, slice) are the default UNet or ADM; VE priors (score) the default UNet or NCSN++."""
+    arch = model.get("architecture")
+    allowed = ("ncsnpp",) if kind == "score" else ("adm",)
+    if arch is not None and arch not in allowed:
+        what = "a VE score prior" if kind == "score" else "a VP noise prior"
+        raise ConfigError(f"config: {key}.model.architecture: {what} is the default UNet (no architecture) or "
+                          f"{allowed[0]!r}, not {arch!r}")
+
+
+def _weights_problem(path: Path, want: str) -> str | None:
+    """Why the weights at ``path`` cannot be the prior ``want`` (``score_mri``, ``ct_patch``, ...),
+    by their sidecar (None if they can, or if there is no readable sidecar to tell: loading will)."""
+    import json
+
+    sidecar = path.with_suffix(".json")
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict):
+        return None
+    method = meta.get("method", "score_mri")
+    if method == want:
+        return None
+    layout = f" (imported layout {meta['layout']})" if meta.get("layout") else ""
+    hint = "; it is an initialisation: give it as init_from of an ADM prior" if method == "adm_pretrained" else ""
+    return f"'{path}' holds a {method!r} prior{layout}, not a {want!r} prior{hint}"
+
+
+def _check_init_from(config: dict) -> None:
+    """A prior's ``init_from`` weights exist (with their sidecar) when the prior is trained."""
+    for kind, prior in (config.get("ct_priors") or {}).items():
+        init = (prior or {}).get("init_from")
+        if not init or (prior.get("weights") and not config.get("retrain")):
+            continue
+        path = Path(init).expanduser()
+        if not path.is_absolute() and not path.exists():
+            path = repository_root() / path
+        if path.suffix != ".safetensors" or not path.is_file() or not path.with_suffix(".json").is_file():
+            raise ConfigError(f"config: ct_priors.{kind}.init_from: no weights '{init}' with their .json sidecar "
+                              "(convert a published checkpoint with diffrecon import-weights)")
 
 
 def _check_prospective(config: dict, datasets: dict) -> None:

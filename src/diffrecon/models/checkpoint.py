@@ -171,12 +171,15 @@ def verify_sha256_file(weights, remedy: str = "re-fetch the file") -> str:
     return actual
 
 
-def install_weights(shipped, out_stem) -> Path:
+def install_weights(shipped, out_stem, method: str | None = None) -> Path:
     """Verify shipped weights against their ``.sha256`` file and copy weights + sidecar to ``out_stem``.
 
     A missing or mismatching checksum stops with a one-line error naming the file, and points
     at the alternative (``--config retrain=true`` trains the prior with the workflow's own rule).
     The sidecar's own ``sha256`` (if any) must agree; the installed sidecar always carries it.
+    With ``method`` (``score_mri``, ``ct_patch``, ``ct_slice``, ``ct_score``), weights of another
+    prior (by the sidecar's ``method``; e.g. an imported NCSN++ given as the DDS prior) are a
+    one-line error too.
     """
     from diffrecon.errors import CheckpointError
 
@@ -192,6 +195,11 @@ def install_weights(shipped, out_stem) -> Path:
     if not sidecar.is_file():
         raise FileNotFoundError(f"{sidecar}: sidecar not found next to the weights")
     meta = read_sidecar(sidecar)
+    found = meta.get("method", "score_mri")
+    if method is not None and found != method:
+        layout = f", imported layout {meta['layout']}" if meta.get("layout") else ""
+        raise CheckpointError(f"{shipped}: weights of a {found!r} prior{layout}, not of the {method!r} prior "
+                              "they are given for")
     if meta.get("sha256") and meta["sha256"] != actual:
         raise CheckpointError(f"{sidecar}: its sha256 ({str(meta['sha256'])[:12]}…) differs from the weights' "
                               f"({actual[:12]}…); re-fetch both files")

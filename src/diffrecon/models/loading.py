@@ -2,7 +2,9 @@
 
 The sidecar of a checkpoint records the config block the network was built from (``model``,
 ``image_size`` and the method's extras), so the network is rebuilt with the same builder as in
-training and then given the checkpoint's weights: the EMA weights (``ema.*``) by default when
+training (:mod:`~diffrecon.models.recipes`: the diffusers UNets, or ``architecture: adm`` /
+``ncsnpp`` — the networks of imported published priors, :mod:`~diffrecon.models.published`, whose
+sidecars carry the same fields) and then given the checkpoint's weights: the EMA weights (``ema.*``) by default when
 present, else the raw ones (``model.*``). Every loader returns the network on ``device``, in
 eval mode and without gradients, with the sidecar metadata; a given ``expected_sha256`` is
 checked against the weights file before it is read.
@@ -16,7 +18,7 @@ from torch import nn
 from diffrecon.diffusion.sde import VESDE
 from diffrecon.errors import CheckpointError, one_line
 from diffrecon.models.checkpoint import load_checkpoint, unprefixed
-from diffrecon.models.networks import ImageUNet, ScoreNetwork, image_unet
+from diffrecon.models.networks import ImageUNet, image_unet
 from diffrecon.models.recipes import noise_network, score_network, vp_schedule
 
 
@@ -37,7 +39,10 @@ def _load(stem, expected_sha256, what: str, accept) -> tuple[dict, dict]:
     tensors, meta = load_checkpoint(stem, expected_sha256)
     if not accept(meta):
         found = meta.get("kind") or meta.get("method")
-        raise CheckpointError(f"{sidecar.with_suffix('.safetensors')}: a {found!r} checkpoint, not a {what}")
+        hint = f" (imported layout {meta['layout']})" if meta.get("layout") else ""
+        if meta.get("method") == "adm_pretrained":
+            hint += "; it is an initialisation: give it as init_from of an ADM prior"
+        raise CheckpointError(f"{sidecar.with_suffix('.safetensors')}: a {found!r} checkpoint{hint}, not a {what}")
     return tensors, meta
 
 
@@ -66,8 +71,10 @@ def _with_weights(model: nn.Module, tensors: dict[str, torch.Tensor], use_ema: b
 
 
 def load_score_network(stem, expected_sha256: str | None = None, use_ema: bool = True,
-                       device="cpu") -> tuple[ScoreNetwork, VESDE, dict]:
-    """The score-MRI prior of checkpoint ``stem``: (:class:`ScoreNetwork`, its :class:`VESDE`, metadata)."""
+                       device="cpu") -> tuple[nn.Module, VESDE, dict]:
+    """The score-MRI prior of checkpoint ``stem``: (score network s_θ(x, σ) —
+    :class:`~diffrecon.models.networks.ScoreNetwork`, or NCSN++ for ``architecture: ncsnpp`` — its
+    :class:`VESDE` (the sidecar's σ range), metadata)."""
     tensors, meta = _load(stem, expected_sha256, "score-MRI prior",
                           lambda m: m.get("method", "score_mri") == "score_mri" and "kind" not in m)
     model, sde = _built(stem, meta, lambda: (score_network({"model": meta["model"]}, int(meta["image_size"])),
@@ -78,9 +85,12 @@ def load_score_network(stem, expected_sha256: str | None = None, use_ema: bool =
 def load_ct_prior(stem, expected_sha256: str | None = None, use_ema: bool = True, device="cpu"):
     """A CT prior of checkpoint ``stem`` by the sidecar's ``kind``: (network, process, metadata).
 
-    ``patch`` (DiffusionBlend): 3-channel :class:`NoiseNetwork` with labels 0 … max spacing and its
-    :class:`~diffrecon.diffusion.vp.VPSchedule`; ``slice`` (DDS): 1-channel :class:`NoiseNetwork`
-    and its schedule; ``score`` (DiffusionMBIR): :class:`ScoreNetwork` and its :class:`VESDE`.
+    ``patch`` (DiffusionBlend): 3-channel ε-network with labels 0 … max spacing and its
+    :class:`~diffrecon.diffusion.vp.VPSchedule`; ``slice`` (DDS): 1-channel ε-network and its
+    schedule; ``score`` (DiffusionMBIR): score network and its :class:`VESDE`. The ε-networks are
+    :class:`~diffrecon.models.networks.NoiseNetwork` or, for ``architecture: adm``,
+    :class:`~diffrecon.models.adm.ADMNoiseNetwork` (ε̂ = the first C of its output channels); the
+    score network :class:`~diffrecon.models.networks.ScoreNetwork` or NCSN++.
     """
     tensors, meta = _load(stem, expected_sha256, "CT prior", lambda m: m.get("kind") in ("patch", "slice", "score"))
     kind = meta["kind"]

@@ -10,21 +10,54 @@ from __future__ import annotations
 import logging
 
 import torch
+from torch import nn
 
 from diffrecon.data.training_sets import ct_patches, ct_slices, magnitude_slices, tensor_hash
 from diffrecon.devices import pick_device
 from diffrecon.diffusion.sde import VESDE, ve_dsm_loss
 from diffrecon.diffusion.vp import VPSchedule, vp_eps_loss
 from diffrecon.models.networks import NoiseNetwork, ScoreNetwork, UNetConfig, count_parameters
+from diffrecon.models.published import init_record
 from diffrecon.models.training import TrainConfig, train
 
 log = logging.getLogger("diffrecon.training")
 
 
-def score_network(cfg: dict, size: int) -> ScoreNetwork:
-    """The one-channel VE :class:`ScoreNetwork` of ``size`` × ``size`` images; ``cfg["model"]``: UNet sizes."""
-    return ScoreNetwork(UNetConfig.from_dict({**cfg["model"], "sample_size": size, "in_channels": 1,
-                                              "out_channels": 1, "time_embedding": "fourier"}))
+def score_network(cfg: dict, size: int) -> nn.Module:
+    """The one-channel VE score network s_θ(x, σ) of ``size`` × ``size`` images from ``cfg["model"]``.
+
+    ``architecture`` absent: the diffusers :class:`ScoreNetwork` (UNet sizes); ``ncsnpp``: the
+    NCSN++ of the published score-MRI / DiffusionMBIR priors (its ``NCSNppConfig`` fields; σ range
+    from the block, else from ``cfg["sde"]``). Both take x in [0, 1] and σ (B,). With
+    ``cfg["init_from"]`` (training only), the network starts from those weights
+    (:func:`diffrecon.models.published.init_from`).
+    """
+    block = cfg["model"]
+    arch = block.get("architecture")
+    if arch is None:
+        model = ScoreNetwork(UNetConfig.from_dict({**block, "sample_size": size, "in_channels": 1,
+                                                   "out_channels": 1, "time_embedding": "fourier"}))
+    elif arch == "ncsnpp":
+        from diffrecon.models.ncsnpp import NCSNpp, NCSNppConfig
+
+        sde = {k: v for k, v in (cfg.get("sde") or {}).items() if k in ("sigma_min", "sigma_max")}
+        settings = {**sde, **{k: v for k, v in block.items() if k != "architecture"}}
+        if int(settings.get("in_channels", 1)) != 1:
+            raise ValueError(f"model.in_channels: a score prior has 1 channel, got {settings['in_channels']}")
+        model = NCSNpp(NCSNppConfig.from_dict({**settings, "image_size": size, "in_channels": 1}))
+    else:
+        raise ValueError(f"model.architecture: a VE score prior is the default UNet or 'ncsnpp', not {arch!r}")
+    return _initialised(model, cfg)
+
+
+def _initialised(model: nn.Module, cfg: dict) -> nn.Module:
+    """``model`` started from ``cfg["init_from"]``'s weights when given (else unchanged)."""
+    if cfg.get("init_from"):
+        from diffrecon.models.published import init_from
+
+        info = init_from(model, cfg["init_from"])
+        log.info("initialised from %s (layout %s)", info["init_from"]["path"], info["init_from"]["layout"])
+    return model
 
 
 def train_score_mri(manifest: dict, cfg: dict, out_stem, device: str = "auto", progress: bool = True) -> dict:
@@ -46,12 +79,48 @@ def train_score_mri(manifest: dict, cfg: dict, out_stem, device: str = "auto", p
 
 
 # ------------------------------------------------------------------------------------ CT priors
-def noise_network(cfg: dict, size: int, channels: int, n_labels: int | None) -> NoiseNetwork:
-    """The VP :class:`NoiseNetwork` of ``channels``-channel ``size`` × ``size`` images, with
-    ``n_labels`` class-label slots (None: unconditional); ``cfg["model"]``: UNet sizes."""
-    return NoiseNetwork(UNetConfig.from_dict({**cfg["model"], "sample_size": size, "in_channels": channels,
-                                              "out_channels": channels, "time_embedding": "positional",
-                                              "num_class_embeds": n_labels}))
+def noise_network(cfg: dict, size: int, channels: int, n_labels: int | None) -> nn.Module:
+    """The VP ε-network of ``channels``-channel ``size`` × ``size`` images, with ``n_labels``
+    class-label slots (None: unconditional), from ``cfg["model"]``.
+
+    ``architecture`` absent: the diffusers :class:`NoiseNetwork` (UNet sizes); ``adm``: the
+    :class:`~diffrecon.models.adm.ADMNoiseNetwork` of the block's ``ADMConfig`` fields (the
+    published DDS / DiffusionBlend / ImageNet layouts; ``in_channels``/``out_channels`` follow
+    ``channels`` and ``learn_sigma``; ``num_classes`` must be null exactly when unconditional and
+    cover ``n_labels`` otherwise). Both take x_t in [−1, 1], the integer step t (B,) and labels,
+    and return ε̂ (B, channels, H, W). With ``cfg["init_from"]`` (training only), the network
+    starts from those weights (:func:`diffrecon.models.published.init_from`).
+    """
+    block = cfg["model"]
+    arch = block.get("architecture")
+    if arch is None:
+        model = NoiseNetwork(UNetConfig.from_dict({**block, "sample_size": size, "in_channels": channels,
+                                                   "out_channels": channels, "time_embedding": "positional",
+                                                   "num_class_embeds": n_labels}))
+    elif arch == "adm":
+        model = _adm_noise_network(block, size, channels, n_labels)
+    else:
+        raise ValueError(f"model.architecture: a VP noise prior is the default UNet or 'adm', not {arch!r}")
+    return _initialised(model, cfg)
+
+
+def _adm_noise_network(block: dict, size: int, channels: int, n_labels: int | None):
+    from diffrecon.models.adm import ADMConfig, ADMNoiseNetwork
+
+    settings = {k: v for k, v in block.items() if k != "architecture"}
+    learn_sigma = bool(settings.get("learn_sigma", ADMConfig.learn_sigma))
+    want = {"in_channels": channels, "out_channels": channels * (2 if learn_sigma else 1)}
+    for key, value in want.items():
+        if key in settings and int(settings[key]) != value:
+            raise ValueError(f"model.{key}: this prior has {channels}-channel images, so {key} is {value} "
+                             f"(learn_sigma {learn_sigma}), not {settings[key]}")
+    classes = settings.get("num_classes")
+    if n_labels is None and classes is not None:
+        raise ValueError(f"model.num_classes: an unconditional prior needs num_classes null, not {classes}")
+    if n_labels is not None and (classes is None or int(classes) < n_labels):
+        raise ValueError(f"model.num_classes: the labels 0 … {n_labels - 1} need num_classes ≥ {n_labels}, "
+                         f"got {classes}")
+    return ADMNoiseNetwork(ADMConfig.from_dict({**settings, **want, "image_size": size}))
 
 
 def vp_schedule(cfg: dict) -> VPSchedule:
@@ -100,4 +169,5 @@ def train_ct_prior(manifest: dict, cfg: dict, out_stem, kind: str, device: str =
     log.info("%s prior: %d parameters, %d training images, device %s", kind, count_parameters(model), len(data), dev)
     meta = {"method": f"ct_{kind}", "kind": kind, "model": cfg["model"], "image_size": data.shape[-1],
             "dataset": manifest["name"], "data_hash": tensor_hash(data), "n_train_images": len(data), **extra}
+    meta.update(init_record(cfg))           # init_from: which weights the network started from
     return train(model, inputs, loss, tcfg, out_stem, meta=meta, device=dev, progress=progress, labels=labels)
