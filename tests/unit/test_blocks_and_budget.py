@@ -322,3 +322,34 @@ def test_parts_of_other_parameters_or_data_are_not_reused(score_model, tmp_path,
     calls = _counting(monkeypatch)
     reconstruct(meas, "score", out, params, model=score_model, checkpoint_slices=2)
     assert calls == [("vol0", 0, 2), ("vol0", 2, 4)]
+
+
+# ------------------------------------------------------------------------------------ CLI
+def test_cli_blocks_merge_into_the_one_job_output(tmp_path, capsys, score_model, one_thread):
+    from diffrecon.cli import main
+    from diffrecon.data.datasets import prepare_dataset
+
+    man = prepare_dataset("b", {"modality": "mri", "source": "demo", "size": 16, "coils": 2, "slices": 5,
+                                "volumes": {"test": 1}}, tmp_path / "data", seed=1)
+    src = man["splits"]["test"][0]
+    common = ["reconstruct", src, "--modality", "mri", "--method", "score", "--model", f"{score_model}.safetensors",
+              "--coil-mode", "magnitude", "--steps", "3", "--precision", "float32"]
+    assert main([*common, "-o", str(tmp_path / "whole.h5")]) == 0
+    for k, spec in enumerate(("0:2", "2:")):
+        assert main([*common, "--slices", spec, "--checkpoint-slices", "1", "-o", str(tmp_path / f"b{k}.h5")]) == 0
+    assert not list(tmp_path.glob("*.partial"))
+    capsys.readouterr()
+    assert main(["merge-blocks", str(tmp_path / "merged.h5"), str(tmp_path / "b1.h5"), str(tmp_path / "b0.h5")]) == 0
+    with h5py.File(tmp_path / "whole.h5") as a, h5py.File(tmp_path / "merged.h5") as b:
+        np.testing.assert_allclose(b["reconstruction"][()], a["reconstruction"][()], rtol=1e-4, atol=1e-5)
+        assert b["reconstruction"].shape == (5, 16, 16) and "block" not in b.attrs
+        assert json.loads(b.attrs["summary"])["shape"] == [5, 16, 16]
+    # bad input: one line, status 2, nothing written
+    for argv, named in (([*common, "--slices", "3:1", "-o", str(tmp_path / "x.h5")], "--slices"),
+                        (["merge-blocks", str(tmp_path / "x.h5"), str(tmp_path / "b0.h5")], "b0.h5: slices 2-4 missing"),
+                        (["merge-blocks", str(tmp_path / "x.h5"), str(tmp_path / "whole.h5")], "whole.h5: not an output")):
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and named in err[0], err
+        assert not (tmp_path / "x.h5").exists()
