@@ -316,15 +316,22 @@ class PartialStore:
         self.dir = self.root / self.key
 
     def open(self) -> "PartialStore":
-        """Create the directory of this key; remove those of other keys (stale parameters)."""
+        """Remove the parts of other keys (stale parameters); the directory of this key is made
+        when the first part is saved."""
         import shutil
 
         if self.root.is_dir():
             for other in self.root.iterdir():
                 if other.name != self.key:
                     shutil.rmtree(other, ignore_errors=True) if other.is_dir() else other.unlink(missing_ok=True)
-        self.dir.mkdir(parents=True, exist_ok=True)
         return self
+
+    def tidy(self) -> None:
+        """Remove ``<output>.partial`` if it holds no stored part (a run that failed before its first)."""
+        import shutil
+
+        if self.root.is_dir() and not any(p.suffix == ".h5" for p in self.root.rglob("*") if p.is_file()):
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def _path(self, case: str, start: int, stop: int) -> Path:
         import re

@@ -282,6 +282,11 @@ def test_killed_run_resumes_without_recomputing_stored_parts(score_model, tmp_pa
     out = tmp_path / "recon.h5"
     reconstruct(meas, "score", tmp_path / "reference.h5", params, model=score_model)
 
+    calls = _counting(monkeypatch, fail_at=1)                           # killed before any part: nothing left
+    with pytest.raises(_Interrupt):
+        reconstruct(meas, "score", out, params, model=score_model, checkpoint_slices=2)
+    assert not out.exists() and not (tmp_path / "recon.h5.partial").exists()
+    monkeypatch.undo()
     calls = _counting(monkeypatch, fail_at=2)
     with pytest.raises(_Interrupt):
         reconstruct(meas, "score", out, params, model=score_model, checkpoint_slices=2)

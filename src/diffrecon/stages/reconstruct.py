@@ -181,10 +181,10 @@ def reconstruct(measurements, method: str, out_path, params: dict | None = None,
     store_at = partial_dir if partial_dir is not None else (None if hasattr(out_path, "read") else out_path)
     runner = None if own_masks else methods.build_runner(method, problem, params, model)
     seconds = {}
+    store = None
     try:
         cases = read_cases(measurements, "kspace" if mri else "sinogram")
         names = list(cases)[:max_cases] if max_cases else list(cases)
-        store = None
         if store_at is not None:
             store = PartialStore(store_at, run_key(method, resolved, model, problem)).open()
         with CaseWriter(out_path) as fo:
@@ -229,6 +229,10 @@ def reconstruct(measurements, method: str, out_path, params: dict | None = None,
                        **({"block": str(slices)} if slices is not None else {})})
         if store is not None:
             store.remove()
+    except BaseException:
+        if store is not None:
+            store.tidy()
+        raise
     finally:
         if runner is not None:
             runner.close()
