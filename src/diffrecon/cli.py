@@ -491,14 +491,9 @@ def merge_block_outputs(output: Path, blocks: list[Path]) -> dict:
             raise UsageError(f"{path}: parameter hash differs from {first[2]}'s: blocks of other runs")
         if set(arrays) != set(first[4]):
             raise UsageError(f"{path}: datasets {sorted(arrays)} differ from {first[2]}'s {sorted(first[4])}")
-    at, total = 0, int(first[3]["volume_slices"])
-    for start, stop, path, _, _ in parts:
-        if start != at:
-            what = f"slices {at}-{start - 1} missing" if start > at else f"slices {start}-{at - 1} twice"
-            raise UsageError(f"{path}: {what} in the blocks")
-        at = stop
-    if at != total:
-        raise UsageError(f"{parts[-1][2]}: slices {at}-{total - 1} missing in the blocks")
+    from diffrecon.stages.reconstruct import check_cover
+
+    check_cover([(p[0], p[1], p[2]) for p in parts], int(first[3]["volume_slices"]))
     arrays = {k: np.concatenate([p[4][k] for p in parts]) for k in first[4]}
     summary = {**json.loads(first[3]["summary"]), "shape": list(arrays["reconstruction"].shape),
                "merged_blocks": [str(p[2]) for p in parts]}

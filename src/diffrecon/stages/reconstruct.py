@@ -249,6 +249,19 @@ def _empty_result(data, problem):
     return Result(reconstruction=np.zeros((0, h, w), np.float32), seconds=0.0)
 
 
+def check_cover(blocks: list[tuple[int, int, object]], total: int, what: str = "") -> None:
+    """Blocks ``[(start, stop, file)]`` sorted by start must cover slices [0, ``total``) once,
+    without gap; else a one-line ``ValueError`` naming the file where slices are missing or twice."""
+    at = 0
+    for start, stop, path in blocks:
+        if start != at:
+            gap = f"slices {at}-{start - 1} missing" if start > at else f"slices {start}-{at - 1} twice"
+            raise ValueError(f"{path}: {what}{gap} in the blocks")
+        at = stop
+    if at != total:
+        raise ValueError(f"{blocks[-1][2]}: {what}slices {at}-{total - 1} missing in the blocks")
+
+
 #: root attributes that must agree between the block files of one reconstruction
 _SAME = ("modality", "method", "setting", "dataset", "params", "model", "sampler_params")
 
@@ -295,14 +308,7 @@ def merge_blocks(block_files, out_path) -> None:
             total = {b[2] for b in blocks}
             if len(total) != 1:
                 raise ValueError(f"{blocks[0][3]}: case '{name}' has {sorted(total)} slices in different blocks")
-            at = 0
-            for start, stop, n, path, _, _ in blocks:
-                if start != at:
-                    what = f"slices {at}-{start - 1} missing" if start > at else f"slices {start}-{at - 1} twice"
-                    raise ValueError(f"{path}: case '{name}': {what} in the blocks")
-                at = stop
-            if at != total.pop():
-                raise ValueError(f"{blocks[-1][3]}: case '{name}': slices {at}- missing in the blocks")
+            check_cover([(b[0], b[1], b[3]) for b in blocks], total.pop(), f"case '{name}': ")
             full = [b for b in blocks if b[1] > b[0]]
             keys = set(full[0][4]) if full else {"reconstruction"}
             arrays = {k: np.concatenate([b[4][k] for b in full]) if full else blocks[0][4][k] for k in keys}
