@@ -25,6 +25,12 @@ Examples::
     # CT: your own sinogram file (`sinogram` (slices, views, det), `angles` in radians)
     diffrecon reconstruct sino.h5 --modality ct --method fbp --sinogram --output recon.h5
 
+    # MRI: a long volume as separate jobs, one block of slices each (K/N or START:STOP), merged
+    # into the file one job writes; --checkpoint-slices stores parts so a killed job resumes
+    diffrecon reconstruct file1000033.h5 --modality mri --method score --model prior.safetensors \
+        --slices 1/4 --checkpoint-slices 4 --output block1.h5       # ... and 2/4, 3/4, 4/4
+    diffrecon merge-blocks recon.h5 block1.h5 block2.h5 block3.h5 block4.h5
+
 Errors (unreadable file, wrong layout, bad option) print one line naming the file or option
 and exit with status 2; outputs are written atomically (nothing half-written).
 """
@@ -91,15 +97,26 @@ def _parser() -> argparse.ArgumentParser:
     mri.add_argument("--steps", type=int, default=500, help="score: predictor-corrector steps N")
     mri.add_argument("--samples", type=int, default=1, help="score: posterior samples (mean and std are written)")
     mri.add_argument("--snr", type=float, default=0.16, help="score: Langevin signal-to-noise ratio")
+    mri.add_argument("--slices", metavar="START:STOP|K/N",
+                     help="reconstruct one block of the volume's slices (merge the blocks with merge-blocks); "
+                          "no metrics")
+    mri.add_argument("--checkpoint-slices", type=int, metavar="N",
+                     help="store every finished part of N slices in OUTPUT.partial/; a rerun resumes from them")
     ct = r.add_argument_group("CT")
     ct.add_argument("--setting", default="sv8", help="sv<views> or la<degrees> (volume input)")
     ct.add_argument("--projector", default="linear", choices=["line", "strip", "linear"])
     ct.add_argument("--sinogram", action="store_true", help="input is a sinogram file, not a volume")
     ct.add_argument("--threads", type=int, default=None, help="CPU threads for ASTRA")
     ct.add_argument("--ddim-steps", type=int, help="CT diffusion methods: reverse steps (default: the method's)")
+    r.add_argument("--memory-budget-gb", type=float, metavar="GIB",
+                   help="diffusion methods: GiB of network activations per call (sets the network batch; "
+                        "same result to float rounding)")
 
     c = sub.add_parser("check-config", help="validate a pipeline config file")
     c.add_argument("config", type=Path)
+    mb = sub.add_parser("merge-blocks", help="assemble reconstruct --slices outputs into one volume's file")
+    mb.add_argument("output", type=Path, help="output .h5 (the file one reconstruct run writes)")
+    mb.add_argument("blocks", type=Path, nargs="+", help="outputs of reconstruct --slices covering the volume")
 
     d = sub.add_parser("download", help="download and extract fastMRI archives from your own links (resumable)",
                        description="Download the archives listed in a URL file (one URL a line, optionally "
@@ -171,6 +188,23 @@ def check_options(args) -> None:
                              f"{'.' + key if key else ''})")
     if args.coil_mode not in COIL_MODES:
         raise UsageError(f"--coil-mode {args.coil_mode}: not one of {', '.join(COIL_MODES)}")
+    from diffrecon.stages.reconstruct import parse_slices
+
+    for flag, value in (("--slices", args.slices), ("--checkpoint-slices", args.checkpoint_slices)):
+        if value is not None and args.modality != "mri":
+            raise UsageError(f"{flag} {value}: MRI only (CT methods couple the slices of a volume)")
+    if args.slices is not None:
+        try:
+            parse_slices(args.slices)
+        except ValueError as exc:
+            raise UsageError(f"--slices {exc}") from None
+    if args.checkpoint_slices is not None and args.checkpoint_slices < 1:
+        raise UsageError(f"--checkpoint-slices {args.checkpoint_slices}: must be >= 1")
+    budget = args.memory_budget_gb
+    if budget is not None and (not budget > 0 or not np.isfinite(budget)):
+        raise UsageError(f"--memory-budget-gb {budget}: must be a positive number of GiB")
+    if budget is not None and methods.get(args.method).kind != "diffusion":
+        raise UsageError(f"--memory-budget-gb: only for diffusion methods, not {args.method}")
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -298,17 +332,19 @@ def check_model(args, method) -> Path | None:
 
 def _method_params(args) -> dict:
     sampling = methods.get(args.method).kind == "diffusion"
+    budget = {"memory_budget_gb": args.memory_budget_gb} if args.memory_budget_gb is not None else {}
     if args.modality == "mri":
         if args.method == "tv":
             return {"lam": args.lam, "iterations": args.iterations, "seed": args.seed}
         if sampling:
             return {"n_steps": args.steps, "n_samples": args.samples, "snr": args.snr, "seed": args.seed,
-                    "precision": args.precision}
+                    "precision": args.precision, **budget}
         return {}
     out = {"n_threads": args.threads}
     if sampling:
         out["seed"] = args.seed
         out["precision"] = args.precision
+        out.update(budget)
         if args.ddim_steps is not None:
             out["n_steps"] = args.ddim_steps
     return out
@@ -373,15 +409,26 @@ def _run(args, method, coil_mode, model, prospective, written) -> dict:
     else:
         simulate_ct(manifest, CTSetting.parse(args.setting), meas, target, projector=args.projector,
                     n_threads=args.threads, seed=args.seed)
-    reconstruct(meas, args.method, recon, _method_params(args), model=model)
-    rec = next(iter(io.read_cases(recon, "reconstruction").values()))
-    std = next(iter(io.read_cases(recon, "std").values()), None) if _has_std(recon) else None
+    reconstruct(meas, args.method, recon, _method_params(args), model=model, slices=args.slices,
+                checkpoint_slices=args.checkpoint_slices, partial_dir=args.output)
+    case_attrs = next(iter(io.read_case_attrs(recon).values()))
+    rec = _block_array(recon, "reconstruction")
+    std = _block_array(recon, "std") if _has_std(recon) else None
     summary = {"input": str(args.input), "method": args.method, "shape": list(rec.shape)}
+    block = {}
+    if args.slices is not None:
+        block = {"block": args.slices, **{k: int(case_attrs[k]) for k in ("slice_start", "slice_stop", "volume_slices")}}
+        summary.update(block)
+        if not len(rec):
+            raise ValueError(f"--slices {args.slices}: no slice of the volume's {block['volume_slices']} in this block")
+        target = None
     if coil_mode is not None:
         summary["coil_mode"] = coil_mode
-    if target is None and args.modality == "mri":
+    if prospective:
         summary["prospective"] = True
         summary["mask"] = json.loads(io.read_attrs(meas)["mask"])
+    elif block:
+        summary["metrics"] = "not computed: one block of the volume's slices (--slices)"
     if target is not None:
         try:
             df = evaluate(target, recon, None, "cli", "cli", args.method)
@@ -403,10 +450,68 @@ def _run(args, method, coil_mode, model, prospective, written) -> dict:
     io.write_single(args.output, {"reconstruction": rec, "std": std},
                     {"method": args.method, "modality": args.modality, "input": str(args.input),
                      "summary": json.dumps(summary), "provenance": attrs["provenance"],
-                     **{k: attrs[k] for k in ("params", "sampler_params") if k in attrs}})
+                     **{k: attrs[k] for k in ("params", "sampler_params") if k in attrs}, **block})
     if preview_part is not None:
         written.append(args.preview)
         os.replace(preview_part, args.preview)
+    return summary
+
+
+def _block_array(recon, key: str) -> np.ndarray:
+    """``key`` of the one case of an in-memory reconstruction file (a block may hold no slice)."""
+    import h5py
+
+    recon.seek(0)
+    with h5py.File(recon, "r") as f:
+        (case,) = list(f["cases"])
+        return f["cases"][case][key][()]
+
+
+#: attributes of reconstruct --slices outputs that must agree to merge them
+_MERGE_SAME = ("method", "modality", "input", "params", "sampler_params")
+
+
+def merge_block_outputs(output: Path, blocks: list[Path]) -> dict:
+    """One volume's file from ``reconstruct --slices`` outputs that cover its slices once: the
+    blocks' ``reconstruction`` (and ``std``) concatenated in slice order, the attributes of the
+    first (summary: shape and merged blocks). One-line ``UsageError`` naming the file otherwise."""
+    import h5py
+
+    from diffrecon import io
+
+    parts = []
+    for path in blocks:
+        if not Path(path).is_file():
+            raise UsageError(f"{path}: file not found")
+        try:
+            with h5py.File(path, "r") as f:
+                attrs = dict(f.attrs)
+                arrays = {k: f[k][()] for k in ("reconstruction", "std") if k in f}
+        except OSError as exc:
+            raise UsageError(f"{path}: not a readable HDF5 file ({one_line(exc, 200)})") from None
+        if not {"block", "slice_start", "slice_stop", "volume_slices"} <= set(attrs) or "reconstruction" not in arrays:
+            raise UsageError(f"{path}: not an output of reconstruct --slices (no 'block' attributes)")
+        parts.append((int(attrs["slice_start"]), int(attrs["slice_stop"]), path, attrs, arrays))
+    parts.sort(key=lambda p: (p[0], p[1]))
+    first = parts[0]
+    for start, stop, path, attrs, arrays in parts:
+        for key in (*_MERGE_SAME, "volume_slices"):
+            if attrs.get(key) != first[3].get(key):
+                raise UsageError(f"{path}: '{key}' differs from {first[2]}'s: blocks of other runs or volumes")
+        if json.loads(attrs["provenance"]).get("params_hash") != json.loads(first[3]["provenance"]).get("params_hash"):
+            raise UsageError(f"{path}: parameter hash differs from {first[2]}'s: blocks of other runs")
+        if set(arrays) != set(first[4]):
+            raise UsageError(f"{path}: datasets {sorted(arrays)} differ from {first[2]}'s {sorted(first[4])}")
+    from diffrecon.stages.reconstruct import check_cover
+
+    check_cover([(p[0], p[1], p[2]) for p in parts], int(first[3]["volume_slices"]))
+    arrays = {k: np.concatenate([p[4][k] for p in parts]) for k in first[4]}
+    summary = {**json.loads(first[3]["summary"]), "shape": list(arrays["reconstruction"].shape),
+               "merged_blocks": [str(p[2]) for p in parts]}
+    for key in ("block", "slice_start", "slice_stop", "metrics"):
+        summary.pop(key, None)
+    attrs = {k: v for k, v in first[3].items() if k not in ("block", "slice_start", "slice_stop", "volume_slices")}
+    io.write_single(output, arrays, {**attrs, "summary": json.dumps(summary)})
     return summary
 
 
@@ -465,6 +570,11 @@ def main(argv=None) -> int:
             entries = read_url_list(args.urls_file)
             for rec in download_all(entries, args.dest, only=args.only, keep_archives=args.keep_archives):
                 print(f"{rec['name']}: {rec['status']} ({rec['size']} bytes) -> {rec['extracted_to']}")
+        elif args.command == "merge-blocks":
+            if any(_same_file(args.output, b) for b in args.blocks if b.exists()):
+                raise UsageError(f"{args.output}: is one of the block files (it would be overwritten)")
+            _check_writable(args.output, "output")
+            print(json.dumps(merge_block_outputs(args.output, args.blocks), indent=2))
         elif args.command == "export-weights":
             from diffrecon.models.checkpoint import export_weights
 

@@ -16,7 +16,9 @@ Every stage file holds one group per test case, so a reconstruction never sees a
                      (JSON), ``model``, ``provenance`` (JSON: parameter hash, model sha256,
                      commit, library versions, seed), optional ``sampler_params`` (JSON: the
                      parameters as the algorithm used them, e.g. CT data-consistency weights
-                     converted to the true adjoint's units)
+                     converted to the true adjoint's units); the file of a block of slices
+                     (``reconstruct --slices``) also root attr ``block`` and case attrs
+                     ``slice_start``, ``slice_stop``, ``volume_slices``
 
 Files are written atomically: to ``<name>.part``, renamed on success (nothing half-written).
 Every reader and writer also takes an open binary buffer (``io.BytesIO``) instead of a path:
@@ -35,7 +37,7 @@ import numpy as np
 
 __all__ = ["atomic_h5", "read_cases", "read_attrs", "read_case_attrs", "read_mask", "read_problem",
            "ct_geometry", "read_case_masks", "with_mask", "CaseWriter", "write_ct_measurements_header", "write_result", "write_single",
-           "read_single"]
+           "read_single", "PartialStore"]
 
 
 def _is_buffer(path) -> bool:
@@ -269,11 +271,11 @@ def write_ct_measurements_header(writer: CaseWriter, geometry, dataset: str, set
                    "noise": json.dumps(noise or {})}, angles=np.asarray(geometry.angles))
 
 
-def write_result(writer: CaseWriter, case: str, result) -> None:
-    """One :class:`~diffrecon.methods.runner.Result` as ``cases/<case>``."""
+def write_result(writer: CaseWriter, case: str, result, attrs: dict | None = None) -> None:
+    """One :class:`~diffrecon.methods.runner.Result` as ``cases/<case>`` (``attrs``: more case attributes)."""
     std = None if result.std is None else np.asarray(result.std, dtype=np.float32)
     writer.add(case, {"seconds": result.seconds, "nfe": result.nfe, "network_seconds": result.network_seconds,
-                      "device": result.provenance.get("device")},
+                      "device": result.provenance.get("device"), **(attrs or {})},
                reconstruction=np.asarray(result.reconstruction).astype(np.float32), std=std)
 
 
@@ -291,3 +293,96 @@ def read_single(path, key: str = "reconstruction") -> np.ndarray:
     """A root dataset of a file written by :func:`write_single`."""
     with h5py.File(path, "r") as f:
         return f[key][()]
+
+
+# ----------------------------------------------------------------------------- partial results
+class PartialStore:
+    """Finished parts of a long reconstruction, kept so that a killed run resumes where it stopped.
+
+    ``<output>.partial/<key>/<case>-<crc>.<start>-<stop>.h5``: one file per reconstructed part
+    (a block of a volume's slices, or a whole volume), written atomically
+    (:func:`atomic_h5`: ``reconstruction`` (s, H, W) float32, optional ``std``, attrs
+    ``seconds``, ``nfe``, ``network_seconds``, ``device``, ``data_sha256``). ``key`` is the hash of
+    everything the numbers depend on (method, resolved parameters, model checksum, mask or
+    geometry): a rerun with other parameters finds no part of its own and removes the others'
+    (:meth:`open`). A part is reused only when the sha256 of its input slices matches too.
+    :meth:`remove` deletes the whole directory once the output is complete.
+    """
+
+    def __init__(self, output, key: str):
+        output = Path(output)
+        self.root = output.with_name(output.name + ".partial")
+        self.key = str(key)
+        self.dir = self.root / self.key
+
+    def open(self) -> "PartialStore":
+        """Remove the parts of other keys (stale parameters); the directory of this key is made
+        when the first part is saved."""
+        import shutil
+
+        if self.root.is_dir():
+            for other in self.root.iterdir():
+                if other.name != self.key:
+                    shutil.rmtree(other, ignore_errors=True) if other.is_dir() else other.unlink(missing_ok=True)
+        return self
+
+    def tidy(self) -> None:
+        """Remove ``<output>.partial`` if it holds no stored part (a run that failed before its first)."""
+        import shutil
+
+        if self.root.is_dir() and not any(p.suffix == ".h5" for p in self.root.rglob("*") if p.is_file()):
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def _path(self, case: str, start: int, stop: int) -> Path:
+        import re
+        import zlib
+
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", case)[:80]
+        return self.dir / f"{safe}-{zlib.crc32(case.encode()):08x}.{start}-{stop}.h5"
+
+    @staticmethod
+    def data_hash(data: np.ndarray) -> str:
+        import hashlib
+
+        a = np.ascontiguousarray(data)
+        return hashlib.sha256(f"{a.dtype.str}{a.shape}".encode() + a.tobytes()).hexdigest()
+
+    def load(self, case: str, start: int, stop: int, data: np.ndarray):
+        """The stored :class:`~diffrecon.methods.runner.Result` of slices [start, stop) of ``case``,
+        or None (absent, unreadable, or computed from other input data)."""
+        from diffrecon.methods.runner import Result
+
+        path = self._path(case, start, stop)
+        if not path.is_file():
+            return None
+        try:
+            with h5py.File(path, "r") as f:
+                if f.attrs.get("data_sha256") != self.data_hash(data):
+                    return None
+                a = dict(f.attrs)
+                return Result(reconstruction=f["reconstruction"][()],
+                              std=f["std"][()] if "std" in f else None,
+                              nfe=None if a.get("nfe", -1) < 0 else int(a["nfe"]),
+                              network_seconds=None if np.isnan(a.get("network_seconds", np.nan))
+                              else float(a["network_seconds"]),
+                              seconds=float(a["seconds"]), provenance={"device": str(a.get("device", ""))})
+        except (OSError, KeyError, ValueError):        # a damaged part is recomputed
+            return None
+
+    def save(self, case: str, start: int, stop: int, data: np.ndarray, result) -> None:
+        """Store ``result`` (slices [start, stop) of ``case``, computed from ``data``) atomically."""
+        with atomic_h5(self._path(case, start, stop)) as f:
+            f.create_dataset("reconstruction", data=np.asarray(result.reconstruction, dtype=np.float32))
+            if result.std is not None:
+                f.create_dataset("std", data=np.asarray(result.std, dtype=np.float32))
+            f.attrs.update({"seconds": float(result.seconds), "data_sha256": self.data_hash(data),
+                            "nfe": -1 if result.nfe is None else int(result.nfe),
+                            "network_seconds": np.nan if result.network_seconds is None
+                            else float(result.network_seconds),
+                            "device": str(result.provenance.get("device", ""))})
+
+    def remove(self) -> None:
+        """Delete ``<output>.partial`` (the output is complete)."""
+        import shutil
+
+        shutil.rmtree(self.root, ignore_errors=True)

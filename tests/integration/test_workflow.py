@@ -273,3 +273,33 @@ def test_two_runs_are_bit_identical(tiny_run, tmp_path):
 
     snakemake("--configfile", str(TINY), "--cores", "2", cwd=tmp_path)
     assert compare_results(tiny_run / "results", tmp_path / "results") == []
+
+
+def test_slice_blocks_merge_into_the_one_job_files(tiny_run, tmp_path):
+    """mri.blocks: the tv cells run as one job per block of slices and a merge; the merged recon.h5
+    holds the one-job run's numbers bit for bit, and no .partial directory is left."""
+    import h5py
+
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["mri"]["blocks"] = {"count": 2, "methods": ["tv"]}
+    cfg["mri"]["checkpoint_slices"] = 1
+    config = tmp_path / "blocks.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    cells = [f"results/mri/demo_brain/gaussian1d-R4-acs0.25-{mode}/{m}/recon.h5"
+             for mode in ("magnitude", "multicoil") for m in ("tv", "zero_filled")]
+    dry = snakemake("-n", *cells, "--configfile", str(config), cwd=tmp_path)
+    stats = dry.stdout.split("Job stats:")[1].split("\n\n")[0]
+    jobs = {ln.split()[0]: int(ln.split()[1]) for ln in stats.splitlines()
+            if len(ln.split()) == 2 and ln.split()[1].isdigit()}
+    assert jobs["reconstruct_block"] == 4 and jobs["merge_blocks"] == 2 and jobs["reconstruct"] == 2, stats
+    snakemake(*cells, "--configfile", str(config), "--cores", "2", cwd=tmp_path)
+    for cell in cells:
+        with h5py.File(tiny_run / cell) as a, h5py.File(tmp_path / cell) as b:
+            assert sorted(a["cases"]) == sorted(b["cases"])
+            for case in a["cases"]:
+                for key in a["cases"][case]:
+                    assert a["cases"][case][key][()].tobytes() == b["cases"][case][key][()].tobytes(), (cell, key)
+            assert "block" not in b.attrs
+    assert not list((tmp_path / "results").rglob("*.partial"))
+    blocks = sorted(p.name for p in (tmp_path / "results").rglob("blocks/*.h5"))
+    assert blocks == ["1-of-2.h5", "1-of-2.h5", "2-of-2.h5", "2-of-2.h5"]

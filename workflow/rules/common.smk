@@ -148,6 +148,19 @@ def reconstruct_inputs(wildcards):
     return files
 
 
+# Slice blocks (mri.blocks): the cells of BLOCKED_METHODS run as one job per block of every
+# volume's slices, merged into the cell's recon.h5 (reconstruct.smk); off (null) by default.
+_BLOCKS = (config.get("mri") or {}).get("blocks") or {}
+BLOCK_COUNT = int(_BLOCKS.get("count", 0))
+BLOCKED_METHODS = list(_BLOCKS.get("methods") or methods.sampling("mri")) if BLOCK_COUNT else []
+
+
+def block_files(wildcards):
+    """The block files of one MRI cell, merged into its recon.h5."""
+    base = f"{cell_dir(wildcards.modality, wildcards.dataset, wildcards.setting)}/{wildcards.method}"
+    return [f"{base}/blocks/{k}-of-{BLOCK_COUNT}.h5" for k in range(1, BLOCK_COUNT + 1)]
+
+
 def ablation_inputs(wildcards):
     """Measurements and trained model of an ablation variant."""
     w = wildcards

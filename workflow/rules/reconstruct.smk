@@ -1,4 +1,6 @@
 # Stage 3: one reconstruction per table cell (any method of the registry, either modality).
+# With mri.blocks, the cells of its methods run as one job per block of slices, merged into the
+# same recon.h5 (reconstruct_block, merge_blocks).
 
 
 rule reconstruct:
@@ -16,7 +18,55 @@ rule reconstruct:
     params:
         modality=lambda w: w.modality,
         method_params=method_params,
+        checkpoint_slices=lambda w: (config.get("mri") or {}).get("checkpoint_slices") if w.modality == "mri" else None,
     conda:
         ENV
     script:
         "../scripts/reconstruct.py"
+
+
+if BLOCKED_METHODS:
+
+    ruleorder: merge_blocks > reconstruct
+
+    rule reconstruct_block:
+        """Block k of n of every test volume's slices (MRI), one method."""
+        input:
+            unpack(reconstruct_inputs),
+        output:
+            f"{RESULTS}/{{modality}}/{{dataset}}/{{setting}}/{{method}}/blocks/{{k}}-of-{{n}}.h5",
+        log:
+            "logs/reconstruct_block/{modality}/{dataset}/{setting}/{method}/{k}-of-{n}.log",
+        wildcard_constraints:
+            modality="mri",
+            k="[0-9]+",
+            n="[0-9]+",
+        threads: reconstruct_threads
+        priority: method_priority
+        resources:
+            gpu=gpu_request,
+        params:
+            modality=lambda w: w.modality,
+            method_params=method_params,
+            slices=lambda w: f"{w.k}/{w.n}",
+            checkpoint_slices=lambda w: config["mri"].get("checkpoint_slices"),
+        conda:
+            ENV
+        script:
+            "../scripts/reconstruct.py"
+
+    rule merge_blocks:
+        """One cell's recon.h5 from its slice blocks (the file a one-job run writes)."""
+        input:
+            block_files,
+        output:
+            f"{RESULTS}/{{modality}}/{{dataset}}/{{setting}}/{{method}}/recon.h5",
+        log:
+            "logs/merge_blocks/{modality}/{dataset}/{setting}/{method}.log",
+        wildcard_constraints:
+            modality="mri",
+            method="|".join(BLOCKED_METHODS),
+        conda:
+            ENV
+        script:
+            "../scripts/merge_blocks.py"

@@ -1,4 +1,5 @@
-"""Rules reconstruct / reconstruct_ablation: one method on every case of one setting."""
+"""Rules reconstruct / reconstruct_block / reconstruct_ablation: one method on every case of one
+setting (reconstruct_block: one block of every volume's slices)."""
 from pathlib import Path
 
 import torch
@@ -13,4 +14,6 @@ with log_to(snakemake.log[0]):
         params.setdefault("n_threads", snakemake.threads)       # ASTRA worker threads
     model = snakemake.input.get("model")
     reconstruct(snakemake.input.measurements, snakemake.wildcards.method, snakemake.output[0], params,
-                model=Path(model).with_suffix("") if model else None)
+                model=Path(model).with_suffix("") if model else None,
+                slices=getattr(snakemake.params, "slices", None),
+                checkpoint_slices=getattr(snakemake.params, "checkpoint_slices", None))

@@ -12,7 +12,10 @@ Defaults (the papers' / original code's values) are the registry entries' ``defa
 (:data:`diffrecon.methods.METHODS`); config blocks ``ct.<method>`` override them per key. Besides
 the sampler fields (:class:`~diffrecon.samplers.diffusion_blend.BlendConfig`,
 :class:`~diffrecon.samplers.diffusion_mbir.MBIRConfig`): ``precision`` (network arithmetic),
-``device``, ``n_threads`` (ASTRA CPU threads), and ``dc_scale``:
+``device``, ``n_threads`` (ASTRA CPU threads), ``batch_limit`` (patches or slices per network
+call, default 64) or ``memory_budget_gb`` (GiB of network activations: the batch limit from one
+measurement of the prior at this image size, :mod:`diffrecon.samplers.memory`; the result is
+the unchunked one's to float rounding), and ``dc_scale``:
 
 * ``original`` (default): ``rho``, ``lam`` and ``gamma`` are in the originals' units — their
   back-projector is c·Aᵀ with c = π/(2V), V = ``geometry.n_views``, on 256² slices
@@ -73,8 +76,27 @@ class CTDiffusionRunner(Runner):
                                   f"'{self.kind}' prior")
         check_trained_for(model, meta, problem, params)
         self.settings, self.geometry = settings, problem.geometry
+        self._set_batch_limit()
+        self.sampler_params["batch_limit"] = self.settings["batch_limit"]
         self.op = ParallelBeamCT(problem.geometry, n_threads=n_threads)   # tensors on any device
         self._torch = torch
+
+    def _set_batch_limit(self) -> None:
+        """``settings["batch_limit"]``: patches / slices per network call, from ``memory_budget_gb``
+        (the network measured at this image size and precision) or as given (default 64)."""
+        from diffrecon.models.inference import network_fn
+        from diffrecon.samplers.memory import budget_batch_limit, example_inputs
+
+        budget = self.settings.pop("memory_budget_gb", None)
+        if budget is None:
+            self.settings["batch_limit"] = int(self.settings.get("batch_limit", 64))
+            return
+        kind = {"patch": "labelled", "slice": "noise", "score": "score"}[self.kind]
+        example = example_inputs(kind, 3 if self.kind == "patch" else 1, self.geometry.n, self.device)
+        self.settings["batch_limit"] = budget_batch_limit({"memory_budget_gb": budget},
+                                                          network_fn(self.network, self.precision), example,
+                                                          self.device, 64)
+        self.sampler_params["memory_budget_gb"] = budget
 
     def _sampler(self):
         from diffrecon.models.inference import network_fn
@@ -82,12 +104,12 @@ class CTDiffusionRunner(Runner):
         from diffrecon.samplers.diffusion_mbir import DiffusionMBIRSampler, MBIRConfig
 
         if self.kind == "score":
-            return DiffusionMBIRSampler(network_fn(self.network, self.precision, self.settings.get("batch_limit", 64)),
+            return DiffusionMBIRSampler(network_fn(self.network, self.precision, self.settings["batch_limit"]),
                                         self.process, MBIRConfig.from_dict(self.settings))
         return DiffusionBlendSampler(network_fn(self.network, self.precision), self.process,
                                      BlendConfig.from_dict({**self.settings, "prior": self.kind}))
 
-    def __call__(self, sinogram: np.ndarray) -> Result:
+    def __call__(self, sinogram: np.ndarray, block=None) -> Result:
         torch = self._torch
         y = torch.from_numpy(np.ascontiguousarray(sinogram, dtype=np.float32)).to(self.device)
         shape = (y.shape[0], self.geometry.n, self.geometry.n)

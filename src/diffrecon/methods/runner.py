@@ -7,6 +7,12 @@ one :class:`Result`; the stage times the call and writes the result.
 * MRI data: k-space ``(S, H, W)`` complex (magnitude / single-coil) or ``(S, C, H, W)``
   (multi-coil), already masked; reconstruction: magnitude ``(S, H, W)``.
 * CT data: sinogram ``(S, V, det)``; reconstruction: volume ``(S, n, n)``.
+
+``runner(data, block)``: ``block`` (:class:`SliceBlock`) says which volume the data are and
+where its slices start in it. MRI methods treat slices independently (sampling methods seed
+their noise per (volume, slice)), so a block of slices reconstructs to the whole run's numbers
+and a volume may run in blocks — separate jobs, checkpointed parts. CT methods couple slices
+(z-TV, 3-slice patches) and always get whole volumes.
 """
 
 from __future__ import annotations
@@ -33,6 +39,16 @@ class Problem:
     acs_width: int | None = None
     geometry: Any = None
     limited_angle: bool = False
+
+
+@dataclass(frozen=True)
+class SliceBlock:
+    """Where the data given to a runner sit: volume (case) ``case``, slices ``start`` … ``stop − 1``
+    of it (``stop`` None: to its end)."""
+
+    case: str = ""
+    start: int = 0
+    stop: int | None = None
 
 
 @dataclass
@@ -67,7 +83,7 @@ class Runner:
     #: stage as the file attribute ``sampler_params``
     sampler_params: dict | None = None
 
-    def __call__(self, data: np.ndarray) -> Result:  # pragma: no cover - interface
+    def __call__(self, data: np.ndarray, block: SliceBlock | None = None) -> Result:  # pragma: no cover - interface
         raise NotImplementedError
 
     def close(self) -> None:
@@ -81,13 +97,14 @@ class Runner:
 
 
 class FunctionRunner(Runner):
-    """A runner from ``fn(data) -> ndarray | Result`` (and an optional ``close``)."""
+    """A runner from ``fn(data) -> ndarray | Result`` (and an optional ``close``); the function
+    works on the slices it is given (the block does not change what it computes)."""
 
     def __init__(self, fn: Callable[[np.ndarray], Any], close: Callable[[], None] | None = None,
                  device: str = "cpu"):
         self._fn, self._close, self.device = fn, close, str(device)
 
-    def __call__(self, data: np.ndarray) -> Result:
+    def __call__(self, data: np.ndarray, block: SliceBlock | None = None) -> Result:
         out = self._fn(data)
         return out if isinstance(out, Result) else Result(reconstruction=np.asarray(out))
 

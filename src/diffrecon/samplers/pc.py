@@ -23,13 +23,15 @@ from typing import Callable
 
 import torch
 
+from diffrecon.samplers.noise import randn
+
 Score = Callable[[torch.Tensor, float], torch.Tensor]
 
 
 def reverse_diffusion(score: Score, x: torch.Tensor, sigma: float, sigma_next: float,
                       gen: torch.Generator, with_mean: bool = False):
     g2 = sigma ** 2 - sigma_next ** 2
-    z = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
+    z = randn(x.shape, gen, x.dtype, x.device)
     mean = x + g2 * score(x, sigma)
     out = mean + math.sqrt(g2) * z
     return (out, mean) if with_mean else out
@@ -50,7 +52,7 @@ def langevin(score: Score, x: torch.Tensor, sigma: float, snr: float, gen: torch
     mean = x
     for _ in range(n_steps):
         s = score(x, sigma)
-        z = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
+        z = randn(x.shape, gen, x.dtype, x.device)
         s_norm = _run_means(s.reshape(-1, group * s[0].numel()).norm(dim=1), batch).clamp_min(1e-12)
         z_norm = _run_means(z.reshape(-1, group * z[0].numel()).norm(dim=1), batch)
         eps = (2 * (snr * z_norm / s_norm) ** 2).repeat_interleave(group).view(-1, *([1] * (x.dim() - 1)))

@@ -56,6 +56,11 @@ returns DC of the last predictor output *with* its noise (its x_mean is DC(x)), 
 about σ_min of noise in the unmeasured k-space. Estimates are magnitudes; K posterior samples
 (fresh noise per sample) give a pixel-wise mean and standard deviation.
 
+Noise (seeds). Every slice draws its noise from its own generator, seeded by (seed, posterior
+sample, volume name, slice index in the volume) (:mod:`diffrecon.samplers.noise`): the slices are
+independent chains, so a block of slices — a separate job, a checkpointed part, a smaller
+network batch — reconstructs to the numbers of the whole volume's run.
+
 Scale (``slice_scale="zero_filled"``, the default of :func:`reconstruct_volume`). Test volumes
 are normalised by their maximum (the fastMRI metric convention: data range = volume maximum),
 while the prior was trained on slices of unit peak. Each slice of y is therefore divided by s =
@@ -80,6 +85,7 @@ from tqdm import tqdm
 from diffrecon.models.inference import network_fn
 from diffrecon.options import Options
 from diffrecon.physics.mri import MultiCoilMRI, SingleCoilMRI
+from diffrecon.samplers.noise import SliceNoise, randn, slice_seed
 from diffrecon.samplers.pc import langevin, reverse_diffusion, timed_call
 
 ALGORITHMS = ("real", "complex", "ssos", "hybrid")
@@ -193,7 +199,7 @@ class ScoreMRISampler:
 
     # ------------------------------------------------------------------ algorithms
     def sample(self, y: torch.Tensor, op: SingleCoilMRI, algorithm: str, sense_op: MultiCoilMRI | None = None,
-               seed: int | None = None) -> torch.Tensor:
+               seed: int | None = None, noise: SliceNoise | None = None) -> torch.Tensor:
         """One posterior sample; returns the complex image(s) of the last iterate, shape of ``y``.
 
         ``y``: measured k-space, (S, H, W) for ``real`` / ``complex``, (S, C, H, W) for ``ssos`` /
@@ -201,6 +207,10 @@ class ScoreMRISampler:
         applied to every image of ``y`` (its data consistency is :meth:`~SingleCoilMRI.project`).
         ``sense_op``: the SENSE operator of the coils (``hybrid`` only; same mask as ``op``), maps
         (C, H, W) or one set per slice (S, C, H, W).
+        ``noise``: the per-slice noise of the S slices (:class:`~diffrecon.samplers.noise.SliceNoise`);
+        default: slice s seeded :func:`~diffrecon.samplers.noise.slice_seed` (``seed``, 0, "", s),
+        ``seed`` defaulting to the config's. Every draw is per slice, so a block of slices gets
+        the numbers of the whole volume when given its slices' seeds.
         """
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm '{algorithm}' is not one of {', '.join(ALGORITHMS)}")
@@ -209,7 +219,14 @@ class ScoreMRISampler:
         if algorithm == "hybrid" and sense_op is None:
             raise ValueError("the hybrid algorithm needs a SENSE operator (coil maps)")
         cfg = self.cfg
-        gen = torch.Generator(device=y.device).manual_seed(cfg.seed if seed is None else seed)
+        if y.ndim < 3:
+            raise ValueError(f"y must have a slice axis, (S, H, W) or (S, C, H, W); got shape {tuple(y.shape)}")
+        if noise is None:
+            base = cfg.seed if seed is None else seed
+            noise = SliceNoise([slice_seed(base, 0, "", s) for s in range(y.shape[0])], y.device)
+        elif noise.n_slices != y.shape[0]:
+            raise ValueError(f"noise of {noise.n_slices} slices for data of {y.shape[0]}")
+        gen = noise
         real_only = algorithm == "real"
         sig = self.sigmas()
         if cfg.phase_reference not in ("acs", "none"):
@@ -229,8 +246,8 @@ class ScoreMRISampler:
 
         # x_0 = σ_0 (z_r + i z_i) in the sampled variable (z_i = 0 for Alg. 2); Alg. 2/3 then fill
         # the measured samples in (a λ = 1 projection), Alg. 4/5 start from the noise alone.
-        noise = torch.randn((2,) + tuple(y.shape), generator=gen, dtype=y.real.dtype, device=y.device)
-        x = sig[0] * torch.complex(noise[0], torch.zeros_like(noise[1]) if real_only else noise[1])
+        z = randn((y.shape[0], 2) + tuple(y.shape[1:]), gen, y.real.dtype, y.device)     # slice-major
+        x = sig[0] * torch.complex(z[:, 0], torch.zeros_like(z[:, 1]) if real_only else z[:, 1])
         if algorithm in ("real", "complex"):
             x = dc(x, 1.0)
         # The chain carries the noisy iterate x; the estimate is the data-consistent noise-free mean
@@ -267,12 +284,17 @@ class ScoreMRISampler:
         return a + (b - a) * i / max(self.cfg.n_steps - 1, 1)
 
     def reconstruct(self, y: torch.Tensor, op: SingleCoilMRI, algorithm: str,
-                    sense_op: MultiCoilMRI | None = None) -> dict:
+                    sense_op: MultiCoilMRI | None = None, case: str = "", first_slice: int = 0) -> dict:
         """K posterior samples (arguments as :meth:`sample`) → ``mean`` and ``std`` of the magnitude
-        images (S, H, W), and ``samples``."""
+        images (S, H, W), and ``samples`` (K, S, H, W).
+
+        The S slices of ``y`` are slices ``first_slice`` … ``first_slice + S − 1`` of volume ``case``:
+        sample k of slice s draws its noise from :func:`~diffrecon.samplers.noise.slice_seed`
+        (seed, k, case, s), so a block of a volume reconstructs to the whole run's numbers."""
         mags = []
         for k in range(self.cfg.n_samples):
-            x = self.sample(y, op, algorithm, sense_op, seed=self.cfg.seed * 1000 + k)
+            seeds = [slice_seed(self.cfg.seed, k, case, first_slice + s) for s in range(y.shape[0])]
+            x = self.sample(y, op, algorithm, sense_op, noise=SliceNoise(seeds, y.device))
             mags.append(magnitude(x, algorithm))
         stack = torch.stack(mags)
         return {"mean": stack.mean(0), "std": stack.std(0, unbiased=False), "samples": stack, "nfe": self.nfe}
@@ -306,10 +328,14 @@ ALGORITHM_OF = {
 
 
 def reconstruct_volume(kspace, mask, coil_mode: str, method: str, network, sde, cfg: SamplerConfig,
-                       acs_width: int = 8, device="cpu", batch_limit: int = 256) -> dict:
-    """Posterior mean and std (magnitude, (S, H, W) numpy) of one measured volume.
+                       acs_width: int = 8, device="cpu", batch_limit: int = 256, case: str = "",
+                       first_slice: int = 0) -> dict:
+    """Posterior mean and std (magnitude, (S, H, W) numpy) of one measured volume, or of the block
+    of its slices ``first_slice`` … ``first_slice + S − 1`` (``case``: the volume's name; both seed
+    the per-slice noise, :meth:`ScoreMRISampler.reconstruct`).
 
-    ``kspace``: (S, H, W) for magnitude / single-coil modes, (S, C, H, W) for multi-coil.
+    ``kspace``: (S, H, W) for magnitude / single-coil modes, (S, C, H, W) for multi-coil;
+    ``batch_limit``: images (slices × coils × real/imaginary parts) per network call.
     """
     import numpy as np
 
@@ -331,7 +357,7 @@ def reconstruct_volume(kspace, mask, coil_mode: str, method: str, network, sde, 
     # each slice to the prior's unit peak (only measured data enter), the estimate scaled back
     scale = slice_peak(y, op, y.ndim == 4) if cfg.slice_scale == "zero_filled" else torch.ones((), device=y.device)
     sampler = ScoreMRISampler(network_fn(network, cfg.precision, batch_limit), sde, cfg)
-    out = sampler.reconstruct(y / scale, op, algorithm, sense_op)
+    out = sampler.reconstruct(y / scale, op, algorithm, sense_op, case=case, first_slice=first_slice)
     s = scale.reshape(-1, 1, 1) if scale.ndim else scale
     return {"mean": (s * out["mean"]).cpu().numpy(), "std": (s * out["std"]).cpu().numpy(), "nfe": sampler.nfe,
             "network_seconds": sampler.network_seconds}

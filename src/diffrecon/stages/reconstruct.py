@@ -7,6 +7,22 @@ parameters and the provenance (parameter hash, model sha256, commit, library ver
 the parameters as the algorithm used them when the runner derives them (``sampler_params``, e.g.
 CT data-consistency weights converted to the true adjoint's units). Prospective measurements
 carry one mask per case: the runner is then built per case.
+
+Blocks and resuming (MRI: the methods treat slices independently, sampling methods seed their
+noise per (volume, slice)):
+
+* ``slices`` — a block of every volume's slices, ``"START:STOP"`` or ``"K/N"`` (the K-th of N
+  near-equal blocks, K = 1 … N): the file holds that block of each case (case attrs
+  ``slice_start``, ``slice_stop``, ``volume_slices``; root attr ``block``), and
+  :func:`merge_blocks` assembles the files of blocks covering the volumes into the file a one-job
+  run writes (same datasets, bit for bit with the same thread count).
+* ``checkpoint_slices`` — reconstruct each case in parts of this many slices, each part stored
+  when done (:class:`~diffrecon.io.PartialStore`, ``<output>.partial/<key>/``); a rerun after a
+  kill reuses the stored parts whose key (method, resolved parameters, model checksum, mask or
+  geometry) and input data match, and the directory is removed once the output is written.
+  Without it every finished case is stored (CT volumes are always one part).
+
+Neither changes ``params_hash``: both only say which slices this job computes, in which order.
 """
 
 from __future__ import annotations
@@ -57,46 +73,251 @@ def check_output(result, data, problem, method: str, measurements, case: str) ->
         raise ValueError(f"{where}: posterior std holds NaN or infinite values: nothing written")
 
 
+def parse_slices(spec) -> tuple[str, int, int]:
+    """A block specification: ``"START:STOP"`` (STOP may be empty: to the end) → ("range", START,
+    STOP or −1); ``"K/N"`` → ("part", K, N) with 1 ≤ K ≤ N. ValueError naming the value otherwise."""
+    text = str(spec).strip()
+    try:
+        if "/" in text:
+            k, n = (int(v) for v in text.split("/"))
+            if not 1 <= k <= n:
+                raise ValueError
+            return "part", k, n
+        a, b = text.split(":")
+        start, stop = int(a or 0), (int(b) if b.strip() else -1)
+        if start < 0 or (stop != -1 and stop <= start):
+            raise ValueError
+        return "range", start, stop
+    except ValueError:
+        raise ValueError(f"slices '{spec}': expected START:STOP (0 <= START < STOP) or K/N (1 <= K <= N)") from None
+
+
+def block_range(spec, n_slices: int) -> tuple[int, int]:
+    """Slices [start, stop) of a volume of ``n_slices`` that block ``spec`` covers (may be empty):
+    START:STOP clipped to the volume; K/N = [⌊(K−1)·S/N⌋, ⌊K·S/N⌋)."""
+    if spec is None:
+        return 0, n_slices
+    kind, a, b = parse_slices(spec)
+    if kind == "part":
+        return (a - 1) * n_slices // b, a * n_slices // b
+    stop = n_slices if b == -1 else min(b, n_slices)
+    return min(a, stop), stop
+
+
+def _parts(start: int, stop: int, size: int | None) -> list[tuple[int, int]]:
+    if size is None or stop - start <= size:
+        return [(start, stop)]
+    return [(a, min(a + size, stop)) for a in range(start, stop, size)]
+
+
+def _joined(parts: list) -> "Result":
+    """One case's :class:`Result` from the results of its consecutive parts: arrays concatenated,
+    seconds and network seconds summed, NFE that of a part (every part runs the same network
+    evaluations, each on its slices)."""
+    import numpy as np
+
+    from diffrecon.methods.runner import Result
+
+    if len(parts) == 1:
+        return parts[0]
+    stds = [p.std for p in parts]
+    nfes = [p.nfe for p in parts if p.nfe is not None]
+    nets = [p.network_seconds for p in parts if p.network_seconds is not None]
+    return Result(reconstruction=np.concatenate([np.asarray(p.reconstruction, dtype=np.float32) for p in parts]),
+                  std=None if any(s is None for s in stds) else np.concatenate([np.asarray(s, np.float32) for s in stds]),
+                  nfe=max(nfes) if nfes else None, network_seconds=sum(nets) if nets else None,
+                  seconds=sum(p.seconds for p in parts), provenance=dict(parts[0].provenance))
+
+
+def run_key(method: str, resolved: dict, model, problem) -> str:
+    """Hash of what a part's numbers depend on besides its input slices: method, resolved
+    parameters, model checksum, code commit, mask or geometry (the name of the ``.partial``
+    subdirectory)."""
+    import hashlib
+
+    import numpy as np
+
+    prov = provenance(method, resolved, model)
+    h = hashlib.sha256(json.dumps([method, prov["params_hash"], prov.get("model_sha256"), prov["commit"], problem.setting,
+                                   problem.coil_mode, problem.acs_width, repr(problem.geometry)],
+                                  default=str).encode())
+    if problem.mask is not None:
+        h.update(np.ascontiguousarray(problem.mask, dtype=np.float32).tobytes())
+    return h.hexdigest()[:16]
+
+
 def reconstruct(measurements, method: str, out_path, params: dict | None = None, model=None,
-                max_cases: int | None = None) -> dict[str, float]:
+                max_cases: int | None = None, slices=None, checkpoint_slices: int | None = None,
+                partial_dir=None) -> dict[str, float]:
     """Run ``method`` on the (first ``max_cases``) cases of ``measurements``; write ``out_path``.
 
     ``params`` override the method's defaults (:func:`diffrecon.methods.resolve_params`);
-    ``model`` is the checkpoint stem of a learned method. Returns the wall seconds per case.
+    ``model`` is the checkpoint stem of a learned method. ``slices`` (block of every volume) and
+    ``checkpoint_slices`` (parts stored as they finish), also read from ``params``: see the module
+    docstring; MRI only. Parts are stored next to ``out_path`` (``partial_dir``: next to that path
+    instead, e.g. for an in-memory output); an in-memory output without ``partial_dir`` stores
+    none. Returns the wall seconds per case.
     """
+    from diffrecon.io import PartialStore
+    from diffrecon.methods.runner import SliceBlock
+
     params = dict(params or {})
     max_cases = max_cases or params.pop("max_cases", None)
+    slices = slices if slices is not None else params.pop("slices", None)
+    checkpoint_slices = checkpoint_slices if checkpoint_slices is not None else params.pop("checkpoint_slices", None)
+    params.pop("slices", None), params.pop("checkpoint_slices", None)
     problem = read_problem(measurements)
     entry = methods.get(method, problem.modality)
+    mri = problem.modality == "mri"
+    if slices is not None:
+        parse_slices(slices)
+    if checkpoint_slices is not None and (isinstance(checkpoint_slices, bool) or int(checkpoint_slices) < 1):
+        raise ValueError(f"checkpoint_slices must be a positive number of slices, got {checkpoint_slices!r}")
+    if not mri and (slices is not None or checkpoint_slices is not None):
+        raise ValueError(f"{measurements}: slices / checkpoint_slices are for MRI only (CT methods couple the "
+                         "slices of a volume: z-TV, 3-slice patches)")
     resolved = methods.resolve_params(method, params, limited_angle=problem.limited_angle)
-    own_masks = read_case_masks(measurements) if problem.modality == "mri" else {}
+    own_masks = read_case_masks(measurements) if mri else {}
+    store_at = partial_dir if partial_dir is not None else (None if hasattr(out_path, "read") else out_path)
     runner = None if own_masks else methods.build_runner(method, problem, params, model)
     seconds = {}
+    store = None
     try:
-        cases = read_cases(measurements, "kspace" if problem.modality == "mri" else "sinogram")
+        cases = read_cases(measurements, "kspace" if mri else "sinogram")
         names = list(cases)[:max_cases] if max_cases else list(cases)
+        if store_at is not None:
+            store = PartialStore(store_at, run_key(method, resolved, model, problem)).open()
         with CaseWriter(out_path) as fo:
             for case in names:
+                data = cases[case]
+                lo, hi = block_range(slices, len(data)) if mri else (0, len(data))
+                case_problem = with_mask(problem, own_masks[case]) if case in own_masks else problem
                 if case in own_masks:       # prospective data: one runner per case, with its own mask
                     if runner is not None:
                         runner.close()
-                    runner = methods.build_runner(method, with_mask(problem, own_masks[case]), params, model)
+                    runner = methods.build_runner(method, case_problem, params, model)
                 elif runner is None:
                     runner = methods.build_runner(method, problem, params, model)
-                t0 = time.perf_counter()
-                result = runner(cases[case])
-                check_output(result, cases[case], problem, method, measurements, case)
-                result.seconds = seconds[case] = time.perf_counter() - t0
-                result.provenance.setdefault("device", str(getattr(runner, "device", "cpu")))
-                write_result(fo, case, result)
+                parts = []
+                for a, b in _parts(lo, hi, int(checkpoint_slices) if checkpoint_slices else None):
+                    part = data[a:b]
+                    done = store.load(case, a, b, part) if store is not None and b > a else None
+                    if done is None and b > a:
+                        t0 = time.perf_counter()
+                        done = runner(part, SliceBlock(case, a, b)) if mri else runner(part)
+                        check_output(done, part, case_problem, method, measurements, case)
+                        done.seconds = time.perf_counter() - t0
+                        done.provenance.setdefault("device", str(getattr(runner, "device", "cpu")))
+                        if store is not None:
+                            store.save(case, a, b, part, done)
+                    elif done is not None:
+                        log.info("%s %s: slices %d-%d reused from %s", method, case, a, b, store.dir)
+                    if done is not None:
+                        parts.append(done)
+                result = _joined(parts) if parts else _empty_result(data, problem)
+                seconds[case] = result.seconds
+                block_attrs = ({"slice_start": lo, "slice_stop": hi, "volume_slices": len(data)}
+                               if slices is not None else None)
+                write_result(fo, case, result, block_attrs)
                 log.info("%s %s: %.2f s", method, case, result.seconds)
             fo.finish({"modality": problem.modality, "method": entry.name, "setting": problem.setting,
                        "dataset": str(read_attrs(measurements).get("dataset", "")),
                        "params": json.dumps(resolved, default=str), "model": str(model or ""),
                        "provenance": json.dumps(provenance(method, resolved, model), default=str),
                        **({"sampler_params": json.dumps(runner.sampler_params, default=str)}
-                          if getattr(runner, "sampler_params", None) is not None else {})})
+                          if getattr(runner, "sampler_params", None) is not None else {}),
+                       **({"block": str(slices)} if slices is not None else {})})
+        if store is not None:
+            store.remove()
+    except BaseException:
+        if store is not None:
+            store.tidy()
+        raise
     finally:
         if runner is not None:
             runner.close()
     return seconds
+
+
+def _empty_result(data, problem):
+    """The zero-slice result of an empty block (a volume shorter than the block's start)."""
+    import numpy as np
+
+    from diffrecon.methods.runner import Result
+
+    h, w = problem.mask.shape[-2:]
+    return Result(reconstruction=np.zeros((0, h, w), np.float32), seconds=0.0)
+
+
+def check_cover(blocks: list[tuple[int, int, object]], total: int, what: str = "") -> None:
+    """Blocks ``[(start, stop, file)]`` sorted by start must cover slices [0, ``total``) once,
+    without gap; else a one-line ``ValueError`` naming the file where slices are missing or twice."""
+    at = 0
+    for start, stop, path in blocks:
+        if start != at:
+            gap = f"slices {at}-{start - 1} missing" if start > at else f"slices {start}-{at - 1} twice"
+            raise ValueError(f"{path}: {what}{gap} in the blocks")
+        at = stop
+    if at != total:
+        raise ValueError(f"{blocks[-1][2]}: {what}slices {at}-{total - 1} missing in the blocks")
+
+
+#: root attributes that must agree between the block files of one reconstruction
+_SAME = ("modality", "method", "setting", "dataset", "params", "model", "sampler_params")
+
+
+def merge_blocks(block_files, out_path) -> None:
+    """Assemble the files of slice blocks (:func:`reconstruct` with ``slices``) into the file a
+    one-job run writes: per case the blocks' datasets concatenated in slice order, wall and network
+    seconds summed, NFE that of a block. The blocks must come from one run (same root attributes
+    and parameter hash) and cover each volume's slices once, without gap; otherwise a one-line
+    ``ValueError`` names the file and what differs, and nothing is written."""
+    import h5py
+    import numpy as np
+
+    from diffrecon.errors import DataFormatError
+    from diffrecon.io import _stage_file
+
+    block_files = list(block_files)
+    if not block_files:
+        raise ValueError("merge_blocks: no block files given")
+    attrs, cases = [], {}
+    for path in block_files:
+        with _stage_file(path) as f:
+            a = dict(f.attrs)
+            if "block" not in a:
+                raise DataFormatError(f"{path}: no root attribute 'block': not the file of a slice block")
+            attrs.append(a)
+            for name in f["cases"]:
+                g = f["cases"][name]
+                if not {"slice_start", "slice_stop", "volume_slices"} <= set(g.attrs):
+                    raise DataFormatError(f"{path}: case '{name}' has no slice_start / slice_stop / volume_slices")
+                cases.setdefault(name, []).append((int(g.attrs["slice_start"]), int(g.attrs["slice_stop"]),
+                                                   int(g.attrs["volume_slices"]), path,
+                                                   {k: g[k][()] for k in g}, dict(g.attrs)))
+    first = attrs[0]
+    for path, a in zip(block_files[1:], attrs[1:]):
+        for key in _SAME:
+            if a.get(key) != first.get(key):
+                raise ValueError(f"{path}: attribute '{key}' differs from {block_files[0]}'s: blocks of other runs")
+        if json.loads(a["provenance"]).get("params_hash") != json.loads(first["provenance"]).get("params_hash"):
+            raise ValueError(f"{path}: parameter hash differs from {block_files[0]}'s: blocks of other runs")
+    with CaseWriter(out_path) as fo:
+        for name, blocks in cases.items():
+            blocks.sort(key=lambda b: (b[0], b[1]))
+            total = {b[2] for b in blocks}
+            if len(total) != 1:
+                raise ValueError(f"{blocks[0][3]}: case '{name}' has {sorted(total)} slices in different blocks")
+            check_cover([(b[0], b[1], b[3]) for b in blocks], total.pop(), f"case '{name}': ")
+            full = [b for b in blocks if b[1] > b[0]]
+            keys = set(full[0][4]) if full else {"reconstruction"}
+            arrays = {k: np.concatenate([b[4][k] for b in full]) if full else blocks[0][4][k] for k in keys}
+            case_attrs = dict(full[0][5]) if full else dict(blocks[0][5])
+            for k in ("slice_start", "slice_stop", "volume_slices"):
+                case_attrs.pop(k, None)
+            case_attrs["seconds"] = float(sum(b[5].get("seconds", 0.0) for b in full))
+            nets = [b[5]["network_seconds"] for b in full if "network_seconds" in b[5]]
+            if nets:
+                case_attrs["network_seconds"] = float(sum(nets))
+            fo.add(name, case_attrs, **arrays)
+        fo.finish({k: v for k, v in first.items() if k != "block"})
