@@ -4,7 +4,7 @@
     synthetic slices of ``--size``² written in the store's format (single-coil fastMRI-layout files
     of ``--per-file`` slices: random smooth targets and their k-space), each run in
     its own subprocess. Peak memory: the run's own peak RSS (getrusage) and the peak of the whole
-    process tree (run + DataLoader workers) as proportional set size (psutil, polled every 50 ms;
+    process tree (run + DataLoader workers) as proportional set size (psutil, polled every 0.2 s;
     PSS counts pages shared by forked workers once). Target for the stream loader:
     tree peak(10·N) / tree peak(N) <= 1.2 (the memory loader is shown for contrast: it holds the set).
 (b) samples/s of the training loop at demo size (64², the demo's score network, batch 16) with
@@ -109,7 +109,7 @@ def run_child(**kwargs) -> dict:
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 pass
             peak = max(peak, total)
-            time.sleep(0.05)
+            time.sleep(0.2)
         out.seek(0), err.seek(0)
         if proc.returncode != 0:
             raise SystemExit(f"benchmark run failed ({proc.returncode}):\n{err.read()[-3000:]}")
@@ -136,6 +136,7 @@ def main() -> None:
     import torch
     import yaml
 
+    sys.stdout.reconfigure(line_buffering=True)
     print(f"torch {torch.__version__}, {args.device}, threads {args.threads or torch.get_num_threads()}, "
           f"load {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory(prefix="train_memory_") as tmp:

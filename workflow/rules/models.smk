@@ -3,11 +3,7 @@
 # mask family = kind x R x ACS fraction; CT: one FBP-U-Net per setting).
 # A prior whose train block asks for gpus: N > 1 trains in N data-parallel processes on one node:
 # its job requests gpu=N and the script launches `torchrun --standalone --nproc_per_node N`.
-
-
-def train_gpus(block):
-    """Training processes (one GPU each) of a prior's config block: train.gpus, default 1."""
-    return int(((block or {}).get("train") or {}).get("gpus", 1))
+# (train_gpus: common.smk)
 
 
 if config.get("score_mri") and config["retrain"]:
