@@ -1,5 +1,6 @@
-"""Command line: ``diffrecon reconstruct`` (your own file), ``diffrecon check-config`` and
-``diffrecon download`` (fastMRI archives from your own links).
+"""Command line: ``diffrecon reconstruct`` (your own file), ``diffrecon check-config``,
+``diffrecon download`` (fastMRI archives from your own links) and ``diffrecon train`` (one prior
+of a pipeline config; launchable under ``torchrun`` for data-parallel training).
 
 Examples::
 
@@ -30,6 +31,8 @@ Examples::
     diffrecon reconstruct file1000033.h5 --modality mri --method score --model prior.safetensors \
         --slices 1/4 --checkpoint-slices 4 --output block1.h5       # ... and 2/4, 3/4, 4/4
     diffrecon merge-blocks recon.h5 block1.h5 block2.h5 block3.h5 block4.h5
+    # train the DiffusionBlend prior of a config on 4 GPUs of one node (resumable checkpoint at --out)
+    torchrun --standalone --nproc_per_node 4 -m diffrecon.cli train ct_patch --config config/paper/lidc.yaml
 
 Errors (unreadable file, wrong layout, bad option) print one line naming the file or option
 and exit with status 2; outputs are written atomically (nothing half-written).
@@ -128,6 +131,19 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--only", nargs="+", metavar="NAME", help="archive file names to fetch (default: all)")
     d.add_argument("--keep-archives", action="store_true", help="keep the archives after extraction")
 
+    t = sub.add_parser("train", help="train one prior of a pipeline config (under torchrun: data-parallel)",
+                       description="Train one learned prior of a pipeline config into a resumable checkpoint "
+                                   "(the workflow's training rules run this; launch it with `torchrun "
+                                   "--standalone --nproc_per_node N -m diffrecon.cli train ...` for N processes). "
+                                   "The dataset must be prepared (its manifest.json exists).")
+    t.add_argument("prior", choices=list(TRAINABLE), help="which prior: " + ", ".join(TRAINABLE))
+    t.add_argument("--config", type=Path, required=True, help="pipeline config (YAML) holding the prior's block")
+    t.add_argument("--manifest", type=Path,
+                   help="dataset manifest (default: <results_dir>/data/<mri|ct>/<dataset>/manifest.json)")
+    t.add_argument("--out", type=Path, help="checkpoint stem (default: <results_dir>/models/<prior>/<dataset>/checkpoint)")
+    t.add_argument("--device", help="auto | cpu | cuda (default: the block's device, else auto)")
+    t.add_argument("--threads", type=int, help="CPU threads per process")
+
     e = sub.add_parser("export-weights", help="write shippable EMA weights (+ sidecar, .sha256) from a checkpoint")
     e.add_argument("checkpoint", type=Path, help="training checkpoint (.safetensors with its .json sidecar)")
     e.add_argument("output", type=Path, help="output .safetensors path")
@@ -143,6 +159,63 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--out", type=Path, help="output stem (STEM.safetensors, STEM.json, STEM.sha256)")
     i.add_argument("--list-layouts", action="store_true", help="list the known layouts and exit")
     return p
+
+
+#: prior name -> (config block path, modality)
+TRAINABLE = {"score_mri": (("score_mri",), "mri"), "ct_patch": (("ct_priors", "patch"), "ct"),
+             "ct_slice": (("ct_priors", "slice"), "ct"), "ct_score": (("ct_priors", "score"), "ct")}
+
+
+def _train(args) -> dict | None:
+    """``diffrecon train``: one prior of a config; returns the sidecar (rank 0) or None (other ranks)."""
+    import logging
+
+    from diffrecon.config import load_config
+    from diffrecon.data.datasets import load_manifest
+    from diffrecon.models import distributed
+
+    env = distributed.environment()
+    logging.basicConfig(level=logging.INFO if env.is_main else logging.WARNING,
+                        format=f"%(asctime)s %(levelname)s [rank {env.rank}] %(name)s: %(message)s")
+    config = load_config(args.config)
+    path, modality = TRAINABLE[args.prior]
+    block = config
+    for key in path:
+        block = (block or {}).get(key)
+    if not block:
+        raise UsageError(f"{args.config}: no {'.'.join(path)} block to train")
+    results = Path(config.get("results_dir", "results"))
+    manifest_path = args.manifest or results / "data" / modality / block["dataset"] / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{manifest_path}: dataset manifest not found (prepare the dataset first, "
+                                f"e.g. snakemake {manifest_path})")
+    out = args.out or results / "models" / args.prior / block["dataset"] / "checkpoint"
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    gpus = int(block.get("train", {}).get("gpus", 1))
+    if gpus != env.world and env.is_main:
+        logging.getLogger("diffrecon.training").warning(
+            "train.gpus is %d, running %d process(es): launch with torchrun --nproc_per_node %d", gpus, env.world, gpus)
+    device = args.device or block.get("device", "auto")
+    manifest = load_manifest(manifest_path)
+    try:
+        if args.prior == "score_mri":
+            from diffrecon.models.recipes import train_score_mri
+
+            meta = train_score_mri(manifest, block, out, device=device)
+        else:
+            from diffrecon.models.recipes import train_ct_prior
+
+            meta = train_ct_prior(manifest, block, out, args.prior.removeprefix("ct_"), device=device)
+    finally:
+        distributed.teardown()
+    if not env.is_main:
+        return None
+    return {"checkpoint": str(Path(out).with_suffix(".safetensors")), "step": meta["step"],
+            "world_size": meta.get("world_size"), "data_hash": meta["data_hash"],
+            "loss": meta["loss_history"][-1][1] if meta.get("loss_history") else None}
 
 
 class UsageError(ValueError):
@@ -582,6 +655,10 @@ def main(argv=None) -> int:
             print(f"{out}: written (sha256 in {out.with_suffix('.sha256').name})")
         elif args.command == "import-weights":
             _import_weights(args)
+        elif args.command == "train":
+            summary = _train(args)
+            if summary is not None:
+                print(json.dumps(summary, indent=2))
         else:
             print(json.dumps(_reconstruct(args), indent=2))
     except (ConfigError, DataFormatError, FileNotFoundError, ValueError, KeyError, OSError) as exc:

@@ -229,11 +229,30 @@ def validate_config(config: dict, schema_path=SCHEMA) -> dict:
         if entry["name"] in datasets:
             raise ConfigError(f"config: mri.robustness[{i}].name: '{entry['name']}' is already a dataset name")
     _check_prospective(config, datasets)
+    _check_training(config)
     _check_settings(config)
     _check_files(config)
     _check_weights(config)
     _check_init_from(config)
     return config
+
+
+def _check_training(config: dict) -> None:
+    """Data-parallel priors split the global batch evenly (``batch_size`` a multiple of ``gpus``);
+    the supervised FBP-U-Net trains in one process on its in-memory FBP pairs."""
+    blocks = [("score_mri", config.get("score_mri"))]
+    blocks += [(f"ct_priors.{kind}", prior) for kind, prior in (config.get("ct_priors") or {}).items()]
+    for where, block in blocks:
+        train = (block or {}).get("train") or {}
+        gpus, batch = train.get("gpus", 1), train.get("batch_size", 16)
+        if batch % gpus:
+            raise ConfigError(f"config: {where}.train.batch_size: {batch} is not a multiple of train.gpus ({gpus}): "
+                              "each process takes an equal share of the global batch")
+    train = ((config.get("ct") or {}).get("fbp_unet") or {}).get("train") or {}
+    for key, single in (("gpus", 1), ("loader", "memory")):
+        if train.get(key, single) != single:
+            raise ConfigError(f"config: ct.fbp_unet.train.{key}: the FBP-U-Net trains in one process on in-memory "
+                              f"FBP pairs ({key} {single!r} only)")
 
 
 def _check_settings(config: dict) -> None:

@@ -203,6 +203,40 @@ def test_score_rules_retrain_end_to_end(tmp_path):
     assert "score 5 (paper 2000), 5 (paper 500)" in (results / "tables" / "mri_image.md").read_text()
 
 
+def test_training_rule_launches_torchrun_for_two_processes(tmp_path):
+    """train.gpus: 2 (CPU, gloo here): the rule requests gpu=2 and trains in two processes with the
+    stream loader; the published sidecar records them."""
+    import json
+
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg.pop("ct")
+    cfg["datasets"].pop("demo_thorax")
+    cfg["retrain"] = True
+    cfg["score_mri"] = {
+        "dataset": "demo_brain", "device": "cpu",
+        "model": {"channels": [8, 16], "attention": [False, True], "norm_num_groups": 4, "layers_per_block": 1},
+        "sde": {"sigma_min": 0.01, "sigma_max": 10.0},
+        "train": {"steps": 4, "batch_size": 4, "lr": 1e-3, "warmup": 2, "checkpoint_every": 2, "seed": 0,
+                  "loader": "stream", "workers": 1, "gpus": 2},
+    }
+    config = tmp_path / "ddp.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    weights = "results/models/score_mri/demo_brain/model.safetensors"
+    proc = snakemake(weights, "--configfile", str(config), "--cores", "2", cwd=tmp_path)
+    assert "gpu=2" in proc.stdout + proc.stderr
+    sidecar = json.loads((tmp_path / weights).with_suffix(".json").read_text())
+    assert sidecar["step"] == 4 and sidecar["world_size"] == 2 and sidecar["train"]["loader"] == "stream"
+    log = (tmp_path / "logs" / "train_score_mri" / "demo_brain.log").read_text()
+    assert "torch.distributed.run --standalone --nproc_per_node=2" in log
+
+    # a batch that does not split evenly stops at the config check, in one line
+    cfg["score_mri"]["train"]["batch_size"] = 3
+    config.write_text(yaml.safe_dump(cfg))
+    proc = snakemake("-n", weights, "--configfile", str(config), cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "score_mri.train.batch_size: 3 is not a multiple of train.gpus (2)" in proc.stderr
+
+
 def test_ct_diffusion_rules_retrain_end_to_end(tmp_path):
     """retrain=true: the CT prior rules train the patch and slice priors; the diffusion cells use them."""
     import json

@@ -89,26 +89,7 @@ def test_training_reduces_the_loss(tmp_path):
     assert trained_loss < 0.5 * fresh_loss
 
 
-HELPER = r'''
-import json, sys, time
-import torch
-torch.set_num_threads(1)
-from diffrecon.diffusion.sde import VESDE, ve_dsm_loss
-from diffrecon.models.networks import ScoreNetwork, UNetConfig
-from diffrecon.models.training import TrainConfig, train
-
-args = json.loads(sys.argv[1])
-data = torch.load(args["data"])
-torch.manual_seed(args["init_seed"])
-net = ScoreNetwork(UNetConfig.from_dict(args["net"]))
-loss = ve_dsm_loss(VESDE(*args["sde"]))
-
-def slow_loss(model, x0, gen):          # same numbers, slower steps: a wide window for the kill
-    time.sleep(args["sleep"])
-    return loss(model, x0, gen)
-
-train(net, data, slow_loss, TrainConfig(**args["cfg"]), args["stem"], progress=False)
-'''
+HELPER = Path(__file__).with_name("train_helper.py")
 
 
 def _read_step(sidecar: Path) -> int:
@@ -118,33 +99,55 @@ def _read_step(sidecar: Path) -> int:
         return -1
 
 
-def test_resume_after_sigkill_is_bit_identical(tmp_path):
-    data = blobs(16)
-    torch.save(data, tmp_path / "data.pt")
-    cfg = dict(steps=12, batch_size=4, lr=1e-3, warmup=3, grad_clip=1.0, ema_decay=0.9, checkpoint_every=2, seed=3)
-    killed = tmp_path / "killed" / "ck"
-    helper = tmp_path / "helper.py"
-    helper.write_text(HELPER)
-    args = {"data": str(tmp_path / "data.pt"), "init_seed": 0, "net": NET, "sde": list(SDE), "cfg": cfg,
-            "stem": str(killed), "sleep": 0.25}
-    proc = subprocess.Popen([sys.executable, str(helper), json.dumps(args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    k = 4
+def run_until_killed(cmd: list, sidecar: Path, k: int, env: dict | None = None) -> subprocess.Popen:
+    """Start ``cmd`` in its own process group, wait for a checkpoint of step >= k at ``sidecar``,
+    then SIGKILL the whole group (workers and all processes)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env=env)
     try:
         deadline = time.monotonic() + 90
-        while _read_step(killed.with_suffix(".json")) < k:
+        while _read_step(sidecar) < k:
             if proc.poll() is not None:
                 pytest.fail(f"training subprocess ended early ({proc.returncode}):\n{proc.stderr.read()[-3000:]}")
             if time.monotonic() > deadline:
                 pytest.fail("training subprocess reached no checkpoint in 90 s")
             time.sleep(0.01)
         assert proc.poll() is None, "the run finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    return proc
+
+
+def ct_store(root: Path) -> Path:
+    """A tiny CT store (16 x 16 slices); returns its manifest file."""
+    from diffrecon.data.datasets import prepare_dataset
+
+    prepare_dataset("demo_thorax", {"modality": "ct", "source": "demo", "size": 16, "slices": 9,
+                                    "volumes": {"train": 2}}, root, seed=0)
+    return root / "manifest.json"
+
+
+@pytest.mark.parametrize("loader", ["memory", "stream"])
+def test_resume_after_sigkill_is_bit_identical(tmp_path, loader):
+    from diffrecon.data.streaming import CTSlices
+
+    cfg = dict(steps=12, batch_size=4, lr=1e-3, warmup=3, grad_clip=1.0, ema_decay=0.9, checkpoint_every=2, seed=3,
+               loader=loader, workers=2 if loader == "stream" else 0)
+    if loader == "memory":
+        data = blobs(16)
+        torch.save(data, tmp_path / "data.pt")
+        source = {"data": str(tmp_path / "data.pt")}
+    else:
+        source = {"manifest": str(ct_store(tmp_path / "store"))}
+        data = CTSlices(json.loads(Path(source["manifest"]).read_text()))
+    killed = tmp_path / "killed" / "ck"
+    args = {**source, "init_seed": 0, "net": NET, "sde": list(SDE), "cfg": cfg, "stem": str(killed), "sleep": 0.25}
+    k = 4
+    proc = run_until_killed([sys.executable, str(HELPER), json.dumps(args)], killed.with_suffix(".json"), k)
     assert proc.returncode == -signal.SIGKILL
 
     # what the kill left behind is a complete, consistent checkpoint
@@ -168,6 +171,33 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     b, _ = load_checkpoint(fresh)
     assert {k_.split(".")[0] for k_ in a} == {"model", "ema", "optim"}
     assert_same_tensors(a, b)
+
+
+def test_stream_and_memory_loaders_reach_the_same_weights(tmp_path):
+    """The recipes with loader stream (main process or workers) and memory: same data hash, same
+    weights bit for bit (the same batches and noise); a checkpoint resumes across loaders."""
+    from diffrecon.data.datasets import load_manifest
+    from diffrecon.models import recipes
+
+    manifest = load_manifest(ct_store(tmp_path / "store"))
+    tiny = {"model": {"channels": [8, 16], "attention": [False, True], "norm_num_groups": 4, "layers_per_block": 1},
+            "spacings": [1, 3], "train": {"steps": 4, "batch_size": 4, "lr": 1e-3, "warmup": 2, "checkpoint_every": 2,
+                                          "seed": 0, "precision": "float32"}}
+    runs = {}
+    for name, extra in (("memory", {}), ("stream", {"loader": "stream"}), ("workers", {"loader": "stream", "workers": 2})):
+        cfg = {**tiny, "train": {**tiny["train"], **extra}}
+        runs[name] = recipes.train_ct_prior(manifest, cfg, tmp_path / name / "ck", "patch", device="cpu", progress=False)
+    assert runs["memory"]["data_hash"] == runs["stream"]["data_hash"] == runs["workers"]["data_hash"]
+    assert runs["memory"]["config_hash"] == runs["stream"]["config_hash"]
+    for name in ("stream", "workers"):
+        assert_same_tensors(load_checkpoint(tmp_path / "memory" / "ck")[0], load_checkpoint(tmp_path / name / "ck")[0])
+    # a memory-loader checkpoint continues with the stream loader (a longer run)
+    longer = {**tiny, "train": {**tiny["train"], "steps": 6, "loader": "stream"}}
+    grown = recipes.train_ct_prior(manifest, longer, tmp_path / "memory" / "ck", "patch", device="cpu", progress=False)
+    straight = recipes.train_ct_prior(manifest, {**longer, "train": {**longer["train"], "loader": "memory"}},
+                                      tmp_path / "straight" / "ck", "patch", device="cpu", progress=False)
+    assert grown["step"] == straight["step"] == 6
+    assert_same_tensors(load_checkpoint(tmp_path / "memory" / "ck")[0], load_checkpoint(tmp_path / "straight" / "ck")[0])
 
 
 def test_kill_between_the_two_renames_is_detected_or_harmless(tmp_path, monkeypatch):
@@ -291,7 +321,8 @@ def test_load_score_network_rebuilds_the_trained_ema_network(tmp_path):
     import numpy
 
     from diffrecon.data.datasets import prepare_dataset
-    from diffrecon.data.training_sets import magnitude_slices, tensor_hash
+    from diffrecon.data.streaming import MagnitudeSlices
+    from diffrecon.data.training_sets import magnitude_slices
     from diffrecon.models import loading, recipes
 
     manifest = prepare_dataset("demo_brain", TINY_MRI, tmp_path / "data", seed=0)
@@ -304,7 +335,7 @@ def test_load_score_network_rebuilds_the_trained_ema_network(tmp_path):
     assert isinstance(meta["config_hash"], str) and meta["config_hash"]
     slices = magnitude_slices(manifest, "train")
     assert meta["n_train_slices"] == len(slices) == 4 and meta["image_size"] == 16
-    assert meta["data_hash"] == hashlib.sha256(slices.numpy().tobytes()).hexdigest()[:16] == tensor_hash(slices)
+    assert meta["data_hash"] == MagnitudeSlices(manifest).data_hash()     # files' contents, not the tensor
     assert meta["sha256"] == hashlib.sha256(stem.with_suffix(".safetensors").read_bytes()).hexdigest()
     head = _git_head()
     assert meta["git_commit"] == (head if head else "unknown")

@@ -62,6 +62,11 @@ PRIORITY_UNLOCKS = 20
 PRIORITY_LONG = 10
 
 
+def train_gpus(block):
+    """Training processes (one GPU each) of a prior's config block: train.gpus, default 1."""
+    return int(((block or {}).get("train") or {}).get("gpus", 1))
+
+
 def cell_dir(modality, dataset, setting):
     return f"{RESULTS}/{modality}/{dataset}/{setting}"
 

@@ -1,6 +1,10 @@
 # Trained models (diffrecon.methods.MODELS): the diffusion priors are trained (retrain=true) or
 # installed from the shipped demo weights; the supervised U-Nets are always trained (MRI: one per
 # mask family = kind x R x ACS fraction; CT: one FBP-U-Net per setting).
+# A prior whose train block asks for gpus: N > 1 trains in N data-parallel processes on one node:
+# its job requests gpu=N and the script launches `torchrun --standalone --nproc_per_node N`.
+# (train_gpus: common.smk)
+
 
 if config.get("score_mri") and config["retrain"]:
 
@@ -16,7 +20,7 @@ if config.get("score_mri") and config["retrain"]:
         threads: THREADS
         priority: PRIORITY_LONG
         resources:
-            gpu=1,
+            gpu=train_gpus(config.get("score_mri")),
             runtime=720,
         params:
             model="score_mri",
@@ -60,7 +64,7 @@ if config.get("ct_priors") and config["retrain"]:
         threads: THREADS
         priority: PRIORITY_LONG
         resources:
-            gpu=1,
+            gpu=lambda w: train_gpus(config["ct_priors"][w.kind]),
             runtime=720,
         params:
             model="ct_prior",

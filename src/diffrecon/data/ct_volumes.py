@@ -97,6 +97,52 @@ def read_ct_volume(path, key: str = "volume") -> np.ndarray:
     return vol.astype(np.float32)
 
 
+def ct_volume_shape(path, key: str = "volume") -> tuple[int, int, int]:
+    """(slices, H, W) of a volume file (``.h5`` dataset ``key`` or ``.npy``), read from its header
+    only; checked as :func:`read_ct_volume` checks the shape and type (:class:`DataFormatError` naming the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"{path}: file not found")
+    with reading(path, "CT volume file"):
+        if path.suffix == ".npy":
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            shape, dtype = arr.shape, arr.dtype
+        else:
+            with open_h5(path) as f:
+                if key not in f or not isinstance(f[key], h5py.Dataset):
+                    raise DataFormatError(f"{path}: no '{key}' dataset (keys: {sorted(f.keys())})")
+                shape, dtype = f[key].shape, f[key].dtype
+    if len(shape) != 3:
+        raise DataFormatError(f"{path}: expected a (slices, H, W) volume, got shape {shape}")
+    if min(shape) == 0:
+        raise DataFormatError(f"{path}: empty volume (shape {shape})")
+    if shape[1] != shape[2]:
+        raise DataFormatError(f"{path}: slices must be square (H == W), got {shape[1:]}")
+    if np.issubdtype(dtype, np.complexfloating) or not np.issubdtype(dtype, np.number) or dtype == np.bool_:
+        raise DataFormatError(f"{path}: volume must be real numbers, got {dtype}")
+    return tuple(int(n) for n in shape)
+
+
+def read_ct_slices(source, path, indices, key: str = "volume") -> np.ndarray:
+    """Slices ``indices`` (increasing) of a volume as (len(indices), H, W) float32, reading only those.
+
+    ``source`` is an open :class:`h5py.File` or a memory-mapped ``.npy`` array of the file ``path``
+    (named in errors). Checked per read: finite values within :data:`VALUE_RANGE`.
+    """
+    with reading(path, "CT volume file"):
+        data = source[key] if isinstance(source, h5py.File) else source
+        out = np.asarray(data[list(indices)])
+    if np.iscomplexobj(out) or not np.issubdtype(out.dtype, np.number):
+        raise DataFormatError(f"{path}: volume must be real numbers, got {out.dtype}")
+    if out.size and not np.isfinite(out).all():
+        raise DataFormatError(f"{path}: slices {list(indices)} hold NaN or infinite values; replace or drop them")
+    lo, hi = float(out.min()), float(out.max())
+    if np.issubdtype(out.dtype, np.integer) and hi > 1 or lo < VALUE_RANGE[0] or hi > VALUE_RANGE[1]:
+        raise DataFormatError(f"{path}: slices {list(indices)} have values {lo:g}…{hi:g}, outside [0, 1] "
+                              "attenuation: convert HU / raw counts first (source: dicom does this)")
+    return out.astype(np.float32)
+
+
 def read_sinogram(path) -> tuple[np.ndarray, np.ndarray]:
     """Read ``sinogram`` (slices, views, det) and ``angles`` (radians) from an HDF5 file; both real
     and finite, one angle per view."""

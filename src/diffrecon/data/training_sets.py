@@ -1,12 +1,16 @@
 """Training tensors built from a dataset manifest.
 
 * :func:`magnitude_slices` — score-MRI's training set: magnitude images only, each slice
-  min-max normalised to [0, 1] (as the original's 320 x 320 training slices), (N, 1, H, W).
+  min-max normalised to [0, 1] (as the original's 320 x 320 training slices; a constant slice
+  becomes zeros), (N, 1, H, W).
 * :func:`ct_slices` — the 2-D CT priors' set (DDS, DiffusionMBIR): axial slices (N, 1, H, W).
 * :func:`ct_patches` — DiffusionBlend's set: every 3-slice patch {j, j+k, j+2k} of every
   training volume for each configured spacing k, (N, 3, H, W), with the spacing as label (N,).
 
 CT volumes are used in their stored [0, 1] scale (clipped).
+
+These hold the whole set in memory (the ``memory`` loader); :mod:`diffrecon.data.streaming` reads
+the same samples one at a time (the ``stream`` loader).
 """
 
 from __future__ import annotations
@@ -17,26 +21,26 @@ import numpy as np
 import torch
 
 from diffrecon.data.fastmri import read_volume
+from diffrecon.data.streaming import normalise_slice
 
 
 def magnitude_slices(manifest: dict, split: str = "train") -> torch.Tensor:
-    """All target magnitudes of ``split`` as (N, 1, h, w) float32 in [0, 1], slice-wise min-max normalised."""
+    """All target magnitudes of ``split`` as (N, 1, h, w) float32 in [0, 1], slice-wise min-max normalised
+    (:func:`~diffrecon.data.streaming.normalise_slice`)."""
     slices = []
     for path in manifest["splits"][split]:
         vol = read_volume(path)
         if vol.target is None:
             raise ValueError(f"{path}: no reconstruction_rss / reconstruction_esc target to train on")
-        for img in vol.target:
-            lo, hi = float(img.min()), float(img.max())
-            if hi > lo:
-                slices.append((img - lo) / (hi - lo))
+        slices.extend(normalise_slice(img) for img in vol.target)
     if not slices:
         raise ValueError(f"dataset {manifest['name']}: split '{split}' has no usable slices")
     return torch.from_numpy(np.stack(slices)[:, None].astype(np.float32))
 
 
 def tensor_hash(t: torch.Tensor) -> str:
-    """Short content hash of a training tensor (recorded in checkpoint sidecars)."""
+    """Short content hash of a training tensor (the supervised baselines' sidecars record it; the
+    priors record :meth:`diffrecon.data.streaming.StreamingSet.data_hash`)."""
     return hashlib.sha256(t.numpy().tobytes()).hexdigest()[:16]
 
 

@@ -27,6 +27,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from diffrecon.diffusion.batch_noise import batch_rand, batch_randn
+
 
 @dataclass(frozen=True)
 class VESDE:
@@ -55,14 +57,16 @@ def ve_dsm_loss(sde: VESDE) -> Callable:
     """sigma^2-weighted continuous DSM loss for a VE score network ``model(x, sigma)``.
 
     The returned ``loss(model, x0, gen)`` takes clean images x0 (B, C, H, W) and draws t (B,)
-    and z (B, C, H, W) from ``gen``; see the module docstring for the formula.
+    and z (B, C, H, W) from ``gen`` (a generator, or the
+    :class:`~diffrecon.diffusion.batch_noise.BatchShare` of one data-parallel process); see the
+    module docstring for the formula.
     """
 
     def loss(model: nn.Module, x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         b = x0.shape[0]
-        t = torch.rand(b, generator=gen, dtype=torch.float64).to(x0) * (1 - sde.eps) + sde.eps
+        t = batch_rand(gen, (b,), dtype=torch.float64).to(x0) * (1 - sde.eps) + sde.eps
         sigma = sde.sigma(t)
-        z = torch.randn(x0.shape, generator=gen, dtype=x0.dtype).to(x0.device)
+        z = batch_randn(gen, x0.shape, dtype=x0.dtype).to(x0.device)
         score = model(x0 + sigma.view(-1, 1, 1, 1) * z, sigma)
         return 0.5 * ((sigma.view(-1, 1, 1, 1) * score + z) ** 2).flatten(1).sum(1).mean()
 

@@ -25,6 +25,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from diffrecon.diffusion.batch_noise import batch_randint, batch_randn
+
 
 @dataclass(frozen=True)
 class VPSchedule:
@@ -78,14 +80,16 @@ def vp_eps_loss(schedule: VPSchedule) -> Callable:
     """ε-prediction MSE: t ~ U{0 … T−1}, loss = mean over pixels of (ε̂(x_t, t, y) − ε)².
 
     The returned ``loss(model, x0, gen, labels=None)`` takes x0 in [−1, 1], shape (B, C, H, W),
-    and optional class labels (B,) (DiffusionBlend's slice spacing).
+    and optional class labels (B,) (DiffusionBlend's slice spacing); t and ε are drawn from ``gen``
+    (a generator, or the :class:`~diffrecon.diffusion.batch_noise.BatchShare` of one data-parallel
+    process).
     """
     abar = schedule.alphas_cumprod
 
     def loss(model: nn.Module, x0: torch.Tensor, gen: torch.Generator, labels: torch.Tensor | None = None):
         b = x0.shape[0]
-        t = torch.randint(0, schedule.n_train_steps, (b,), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen, dtype=x0.dtype).to(x0.device)
+        t = batch_randint(gen, schedule.n_train_steps, (b,))
+        noise = batch_randn(gen, x0.shape, dtype=x0.dtype).to(x0.device)
         a = abar[t].to(x0).view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
         pred = model(x_t, t.to(x0.device), labels if labels is None else labels.to(x0.device))

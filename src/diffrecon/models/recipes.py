@@ -12,7 +12,7 @@ import logging
 import torch
 from torch import nn
 
-from diffrecon.data.training_sets import ct_patches, ct_slices, magnitude_slices, tensor_hash
+from diffrecon.data.training_sets import ct_patches, ct_slices, magnitude_slices
 from diffrecon.devices import pick_device
 from diffrecon.diffusion.sde import VESDE, ve_dsm_loss
 from diffrecon.diffusion.vp import VPSchedule, vp_eps_loss
@@ -64,18 +64,27 @@ def train_score_mri(manifest: dict, cfg: dict, out_stem, device: str = "auto", p
     """Train the VE score model on the magnitude slices of the manifest's train split.
 
     ``cfg`` is the config's ``score_mri`` block: ``model`` (UNet sizes), ``sde``
-    (sigma_min, sigma_max) and ``train`` (:class:`TrainConfig` fields).
+    (sigma_min, sigma_max) and ``train`` (:class:`TrainConfig` fields; ``loader: stream`` reads
+    the slices one at a time, :class:`~diffrecon.data.streaming.MagnitudeSlices`). Under
+    ``torchrun`` every process calls this (data-parallel training, :func:`train`).
     """
-    data = magnitude_slices(manifest, "train")
+    from diffrecon.data.streaming import MagnitudeSlices
+    from diffrecon.models import distributed
+
+    tcfg = TrainConfig.from_dict(cfg["train"])
+    env, dev = distributed.setup(pick_device(device))
+    stream = MagnitudeSlices(manifest, "train")              # the index: file headers only
+    data = stream if tcfg.loader == "stream" else magnitude_slices(manifest, "train")
+    size = stream.sample_shape[-1]
     sde = VESDE(cfg["sde"]["sigma_min"], cfg["sde"]["sigma_max"])
     torch.manual_seed(cfg["train"].get("seed", 0))           # weight initialisation
-    model = score_network(cfg, data.shape[-1])
-    dev = pick_device(device)
-    log.info("score model: %d parameters, %d training slices, device %s", count_parameters(model), len(data), dev)
-    meta = {"method": "score_mri", "model": cfg["model"], "sde": cfg["sde"], "image_size": data.shape[-1],
-            "dataset": manifest["name"], "data_hash": tensor_hash(data), "n_train_slices": len(data)}
-    return train(model, data, ve_dsm_loss(sde), TrainConfig.from_dict(cfg["train"]), out_stem, meta=meta,
-                 device=dev, progress=progress)
+    model = score_network(cfg, size)
+    log.info("score model: %d parameters, %d training slices, %s loader, device %s, %d process(es)",
+             count_parameters(model), len(stream), tcfg.loader, dev, env.world)
+    meta = {"method": "score_mri", "model": cfg["model"], "sde": cfg["sde"], "image_size": size,
+            "dataset": manifest["name"], "data_hash": distributed.from_main(stream.data_hash),
+            "n_train_slices": len(stream)}
+    return train(model, data, ve_dsm_loss(sde), tcfg, out_stem, meta=meta, device=dev, progress=progress)
 
 
 # ------------------------------------------------------------------------------------ CT priors
@@ -141,33 +150,44 @@ def train_ct_prior(manifest: dict, cfg: dict, out_stem, kind: str, device: str =
 
     Images enter VP networks as 2u − 1 (u in [0, 1]); the VE network centres them itself.
     """
-    torch.manual_seed(cfg["train"].get("seed", 0))
-    dev = pick_device(device)
+    from diffrecon.data.streaming import CTPatches, CTSlices
+    from diffrecon.models import distributed
+
     tcfg = TrainConfig.from_dict(cfg["train"])
+    env, dev = distributed.setup(pick_device(device))
+    memory = tcfg.loader != "stream"
     labels = None
     if kind == "patch":
         spacings = tuple(int(k) for k in cfg.get("spacings", (1, 3)))
-        data, labels = ct_patches(manifest, spacings)
-        model = noise_network(cfg, data.shape[-1], 3, max(spacings) + 1)
+        stream = CTPatches(manifest, spacings, centered=True)
         extra = {"spacings": list(spacings), "schedule": cfg.get("schedule", {})}
         loss = vp_eps_loss(vp_schedule(cfg))
-        inputs = 2 * data - 1
-    elif kind == "slice":
-        data = ct_slices(manifest)
-        model = noise_network(cfg, data.shape[-1], 1, None)
-        extra = {"schedule": cfg.get("schedule", {})}
-        loss = vp_eps_loss(vp_schedule(cfg))
-        inputs = 2 * data - 1
-    elif kind == "score":
-        data = ct_slices(manifest)
-        model = score_network(cfg, data.shape[-1])
-        extra = {"sde": cfg["sde"]}
-        loss = ve_dsm_loss(VESDE(cfg["sde"]["sigma_min"], cfg["sde"]["sigma_max"]))
-        inputs = data
+        if memory:
+            data, labels = ct_patches(manifest, spacings)
+    elif kind in ("slice", "score"):
+        stream = CTSlices(manifest, centered=kind == "slice")
+        if kind == "slice":
+            extra = {"schedule": cfg.get("schedule", {})}
+            loss = vp_eps_loss(vp_schedule(cfg))
+        else:
+            extra = {"sde": cfg["sde"]}
+            loss = ve_dsm_loss(VESDE(cfg["sde"]["sigma_min"], cfg["sde"]["sigma_max"]))
+        if memory:
+            data = ct_slices(manifest)
     else:
         raise ValueError(f"CT prior kind '{kind}' is not one of patch, slice, score")
-    log.info("%s prior: %d parameters, %d training images, device %s", kind, count_parameters(model), len(data), dev)
-    meta = {"method": f"ct_{kind}", "kind": kind, "model": cfg["model"], "image_size": data.shape[-1],
-            "dataset": manifest["name"], "data_hash": tensor_hash(data), "n_train_images": len(data), **extra}
+    # VP networks take 2u - 1 (the stream set centres each sample itself); the VE network takes u
+    inputs = stream if not memory else (2 * data - 1 if kind in ("patch", "slice") else data)
+    channels, size = stream.sample_shape[0], stream.sample_shape[-1]
+    torch.manual_seed(cfg["train"].get("seed", 0))
+    if kind == "score":
+        model = score_network(cfg, size)
+    else:
+        model = noise_network(cfg, size, channels, max(spacings) + 1 if kind == "patch" else None)
+    log.info("%s prior: %d parameters, %d training images, %s loader, device %s, %d process(es)", kind,
+             count_parameters(model), len(stream), tcfg.loader, dev, env.world)
+    meta = {"method": f"ct_{kind}", "kind": kind, "model": cfg["model"], "image_size": size,
+            "dataset": manifest["name"], "data_hash": distributed.from_main(stream.data_hash),
+            "n_train_images": len(stream), **extra}
     meta.update(init_record(cfg))           # init_from: which weights the network started from
     return train(model, inputs, loss, tcfg, out_stem, meta=meta, device=dev, progress=progress, labels=labels)
