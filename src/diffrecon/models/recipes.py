@@ -211,7 +211,7 @@ def perp_window(cfg: dict, n_slices: int) -> int:
 
 def train_perp_prior(manifest: dict, cfg: dict, out_stem, device: str = "auto", progress: bool = True) -> dict:
     """Train TPDM's auxiliary prior: a VP ε-network (1 channel) on the slices that contain z —
-    coronal and sagittal, (z_window, side) each, every window start
+    coronal and sagittal, (z_window, side) each, window starts every ``z_stride`` slices (default 1)
     (:func:`~diffrecon.data.training_sets.ct_perpendicular_slices`). Rectangular images: the
     network is convolutional and sees the native z sampling (no resampling of anisotropic
     volumes). In-memory data (the set is small: one image per row/column and window start)."""
@@ -225,7 +225,7 @@ def train_perp_prior(manifest: dict, cfg: dict, out_stem, device: str = "auto", 
         raise ValueError(f"dataset {manifest['name']}: split 'train' has no volumes")
     n_slices = min(read_ct_volume(p).shape[0] for p in first)
     window = perp_window(cfg, n_slices)
-    data = ct_perpendicular_slices(manifest, window)
+    data = ct_perpendicular_slices(manifest, window, stride=int(cfg.get("z_stride") or 1))
     size = int(data.shape[-1])
     torch.manual_seed(cfg["train"].get("seed", 0))
     model = noise_network(cfg, size, 1, None)
