@@ -163,7 +163,8 @@ def _parser() -> argparse.ArgumentParser:
 
 #: prior name -> (config block path, modality)
 TRAINABLE = {"score_mri": (("score_mri",), "mri"), "ct_patch": (("ct_priors", "patch"), "ct"),
-             "ct_slice": (("ct_priors", "slice"), "ct"), "ct_score": (("ct_priors", "score"), "ct")}
+             "ct_slice": (("ct_priors", "slice"), "ct"), "ct_score": (("ct_priors", "score"), "ct"),
+             "ct_slice_perp": (("ct_priors", "slice_perp"), "ct")}
 
 
 def _train(args) -> dict | None:

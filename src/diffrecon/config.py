@@ -201,9 +201,10 @@ def validate_config(config: dict, schema_path=SCHEMA) -> dict:
     for i, method in enumerate((config.get("ct") or {}).get("methods", [])):
         if method == "fbp_unet" and not {"model", "train"} <= set(config["ct"].get("fbp_unet", {})):
             raise ConfigError(f"config: ct.methods[{i}]: 'fbp_unet' needs ct.fbp_unet.model and ct.fbp_unet.train")
-        kind = prior_kind(method)
-        if kind and kind not in (config.get("ct_priors") or {}):
-            raise ConfigError(f"config: ct.methods[{i}]: '{method}' needs the prior ct_priors.{kind}")
+        kinds = [prior_kind(method)] + [m[len("ct_"):] for m in methods.get(method).extra_models.values()]
+        for kind in kinds:
+            if kind and kind not in (config.get("ct_priors") or {}):
+                raise ConfigError(f"config: ct.methods[{i}]: '{method}' needs the prior ct_priors.{kind}")
     ablation = (config.get("ct") or {}).get("ablation")
     if ablation:
         name = ablation["dataset"]
@@ -215,7 +216,7 @@ def validate_config(config: dict, schema_path=SCHEMA) -> dict:
             if prior_kind(method) not in (config.get("ct_priors") or {}):
                 raise ConfigError(f"config: ct.ablation: '{method}' needs the prior ct_priors.{prior_kind(method)}")
     for kind, prior in (config.get("ct_priors") or {}).items():
-        if not config.get("retrain") and not prior.get("weights"):
+        if not config.get("retrain") and not prior.get("weights") and kind != "slice_perp":   # slice_perp: always trained
             raise ConfigError(f"config: ct_priors.{kind}.weights: no shipped weights given; set them or retrain: true")
         if prior["dataset"] not in datasets or datasets[prior["dataset"]]["modality"] != "ct":
             raise ConfigError(f"config: ct_priors.{kind}.dataset: '{prior['dataset']}' is not a CT dataset")

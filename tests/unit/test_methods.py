@@ -30,9 +30,9 @@ def toy_method(monkeypatch):
 def test_registry_lists_every_method_once_with_valid_fields():
     assert methods.names("mri") == ["zero_filled", "tv", "unet", "score", "score_hybrid"]
     assert methods.names("ct") == ["fbp", "fbp_unet", "dds_2d", "dds", "diffusion_mbir", "diffusion_blend",
-                                   "diffusion_blend_pp"]
+                                   "diffusion_blend_pp", "tpdm"]
     assert set(methods.learned("ct")) == {"fbp_unet", "dds_2d", "dds", "diffusion_mbir", "diffusion_blend",
-                                          "diffusion_blend_pp"}
+                                          "diffusion_blend_pp", "tpdm"}
     assert methods.sampling("mri") == ["score", "score_hybrid"]
     for m in methods.METHODS.values():
         assert (m.kind == "classical") == (m.model is None)

@@ -145,12 +145,22 @@ def model_path(modality, dataset, setting, method):
 
 
 def reconstruct_inputs(wildcards):
-    """Measurements, plus the trained model of a learned method."""
+    """Measurements, plus the trained model(s) of a learned method."""
     files = {"measurements": f"{cell_dir(wildcards.modality, wildcards.dataset, wildcards.setting)}/measurements.h5"}
     model = model_path(wildcards.modality, wildcards.dataset, wildcards.setting, wildcards.method)
     if model:
         files["model"] = model
+    files.update(extra_model_paths(wildcards.method))
     return files
+
+
+def extra_model_paths(method):
+    """A method's further models (Method.extra_models: parameter → CT prior), as inputs named by parameter."""
+    out = {}
+    for key, model in methods.get(method).extra_models.items():
+        kind = model[len("ct_"):]
+        out[key] = f"{RESULTS}/models/{model}/{config['ct_priors'][kind]['dataset']}/model.safetensors"
+    return out
 
 
 # Slice blocks (mri.blocks): the cells of BLOCKED_METHODS run as one job per block of every
@@ -173,6 +183,7 @@ def ablation_inputs(wildcards):
     model = model_path(w.modality, w.dataset, w.setting, w.method)
     if model:
         files["model"] = model
+    files.update(extra_model_paths(w.method))
     return files
 
 

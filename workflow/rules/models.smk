@@ -94,6 +94,33 @@ elif config.get("ct_priors"):
             "../scripts/install_weights.py"
 
 
+if (config.get("ct_priors") or {}).get("slice_perp"):
+
+    rule train_ct_prior_perp:
+        """Train TPDM's perpendicular prior (no shipped weights: trained whether or not retrain is set)."""
+        input:
+            manifest=f"{RESULTS}/data/ct/{{dataset}}/manifest.json",
+        output:
+            weights=f"{RESULTS}/models/ct_{{kind}}/{{dataset}}/model.safetensors",
+            sidecar=f"{RESULTS}/models/ct_{{kind}}/{{dataset}}/model.json",
+        log:
+            "logs/train_ct_prior/{kind}_{dataset}.log",
+        wildcard_constraints:
+            kind="slice_perp",
+        threads: THREADS
+        priority: PRIORITY_LONG
+        resources:
+            gpu=lambda w: train_gpus(config["ct_priors"][w.kind]),
+            runtime=720,
+        params:
+            model="ct_prior",
+            cfg=lambda w: config["ct_priors"][w.kind],
+        conda:
+            ENV
+        script:
+            "../scripts/train.py"
+
+
 rule train_unet:
     """Train the supervised U-Net (zero-filled magnitude -> target) of one mask family."""
     input:

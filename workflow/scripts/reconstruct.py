@@ -13,6 +13,9 @@ with log_to(snakemake.log[0]):
     if snakemake.params.modality == "ct":
         params.setdefault("n_threads", snakemake.threads)       # ASTRA worker threads
     model = snakemake.input.get("model")
+    from diffrecon.methods import get as method_entry
+    for key in method_entry(snakemake.wildcards.method).extra_models:   # further models: checkpoint stems
+        params[key] = str(Path(snakemake.input[key]).with_suffix(""))
     reconstruct(snakemake.input.measurements, snakemake.wildcards.method, snakemake.output[0], params,
                 model=Path(model).with_suffix("") if model else None,
                 slices=getattr(snakemake.params, "slices", None),

@@ -70,3 +70,27 @@ def ct_patches(manifest: dict, spacings=(1, 3), split: str = "train") -> tuple[t
     if not patches:
         raise ValueError(f"dataset {manifest['name']}: volumes too short for spacings {tuple(spacings)}")
     return torch.from_numpy(np.stack(patches)), torch.tensor(labels, dtype=torch.int64)
+
+
+def ct_perpendicular_slices(manifest: dict, window: int, split: str = "train", stride: int = 1) -> torch.Tensor:
+    """TPDM's auxiliary training set: slices that contain z, in z windows of ``window`` slices.
+
+    Every volume v (S, H, W) gives, at each window start z0 = 0, ``stride``, 2·``stride``, … and
+    S − ``window``, its coronal
+    slices v[z0:z0+window, h, :] (H of them) and sagittal slices v[z0:z0+window, :, w] (W),
+    each (1, window, side) (side = W resp. H; square slices H = W). Returns (N, 1, window, side)
+    float32 in [0, 1].
+    """
+    out = []
+    for vol in _ct_volumes(manifest, split):
+        if vol.shape[0] < window:
+            raise ValueError(f"dataset {manifest['name']}: a volume has {vol.shape[0]} slices, fewer than the "
+                             f"z window of {window}")
+        if vol.shape[1] != vol.shape[2]:
+            raise ValueError(f"dataset {manifest['name']}: perpendicular slices need square axial slices, "
+                             f"got {vol.shape[1]} x {vol.shape[2]}")
+        starts = sorted(set(range(0, vol.shape[0] - window + 1, max(1, int(stride)))) | {vol.shape[0] - window})
+        for z0 in starts:
+            part = vol[z0:z0 + window]
+            out += [part.transpose(1, 0, 2), part.transpose(2, 0, 1)]      # coronal (H, win, W), sagittal
+    return torch.from_numpy(np.ascontiguousarray(np.concatenate(out)[:, None]))

@@ -37,6 +37,7 @@ MODELS = {
     "ct_patch": "VP ε-network on 3-slice patches, spacing-conditioned (DiffusionBlend)",
     "ct_slice": "VP ε-network on axial slices (DDS)",
     "ct_score": "VE score network on axial slices (DiffusionMBIR)",
+    "ct_slice_perp": "VP ε-network on coronal/sagittal slices, z windows (TPDM's auxiliary prior)",
 }
 
 
@@ -61,14 +62,18 @@ class Method:
     defaults: dict = field(default_factory=dict)
     coil_modes: tuple[str, ...] | None = None
     paper_steps: dict = field(default_factory=dict)
+    #: further trained models, by parameter name: the workflow passes each one's checkpoint stem
+    #: as that parameter (TPDM: ``axial_model`` → ``ct_slice``)
+    extra_models: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.modality not in ("mri", "ct"):
             raise ValueError(f"method {self.name}: modality '{self.modality}' is not one of mri, ct")
         if self.kind not in KINDS:
             raise ValueError(f"method {self.name}: kind '{self.kind}' is not one of {', '.join(KINDS)}")
-        if self.model is not None and self.model not in MODELS:
-            raise ValueError(f"method {self.name}: model '{self.model}' is not one of {', '.join(MODELS)}")
+        for model in (self.model, *self.extra_models.values()):
+            if model is not None and model not in MODELS:
+                raise ValueError(f"method {self.name}: model '{model}' is not one of {', '.join(MODELS)}")
 
     @property
     def learned(self) -> bool:
@@ -141,6 +146,12 @@ for _m in (
     Method("diffusion_blend_pp", "ct", "diffusion", "diffrecon.methods.ct_diffusion",
            "DiffusionBlend++: adjacent and jump-3 partitions alternating", model="ct_patch",
            defaults={**_BLEND, "jump_every": 2, "jump": 3}, paper_steps={None: 200}),
+    Method("tpdm", "ct", "diffusion", "diffrecon.methods.tpdm",
+           "TPDM: axial and perpendicular slice priors alternated (auxiliary with probability 1/K), "
+           "DDIM, proximal CG", model="ct_slice_perp", extra_models={"axial_model": "ct_slice"},
+           defaults={"n_steps": 50, "eta": 0.85, "aux_every": 2.7, "alternation": "random",
+                     "perp_plane": "coronal", "dc": "proximal", "gamma": 1.0, "cg_iter": 5,
+                     "dc_scale": "original"}, paper_steps={None: 50}),
 ):
     register(_m)
 
@@ -190,6 +201,10 @@ def build_runner(name: str, problem, params: dict | None = None, model=None):
                          f"(only {', '.join(method.coil_modes)})")
     if method.learned and model is None:
         raise ValueError(f"method '{name}' needs a trained model ({MODELS[method.model]}): give its checkpoint")
+    for key, extra in method.extra_models.items():
+        if not (params or {}).get(key):
+            raise ValueError(f"method '{name}' needs a second trained model ({MODELS[extra]}): give its checkpoint "
+                             f"as parameter {key}")
     resolved = resolve_params(name, params, limited_angle=getattr(problem, "limited_angle", False))
     return importlib.import_module(method.module).build(method, problem, resolved, model)
 

@@ -39,7 +39,7 @@ from diffrecon.methods.runner import Result, Runner
 log = logging.getLogger("diffrecon")
 
 #: trained model → the prior kind recorded in its checkpoint
-PRIOR_KIND = {"ct_patch": "patch", "ct_slice": "slice", "ct_score": "score"}
+PRIOR_KIND = {"ct_patch": "patch", "ct_slice": "slice", "ct_score": "score", "ct_slice_perp": "slice_perp"}
 
 
 class CTDiffusionRunner(Runner):

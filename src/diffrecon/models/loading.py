@@ -92,14 +92,14 @@ def load_ct_prior(stem, expected_sha256: str | None = None, use_ema: bool = True
     :class:`~diffrecon.models.adm.ADMNoiseNetwork` (ε̂ = the first C of its output channels); the
     score network :class:`~diffrecon.models.networks.ScoreNetwork` or NCSN++.
     """
-    tensors, meta = _load(stem, expected_sha256, "CT prior", lambda m: m.get("kind") in ("patch", "slice", "score"))
+    tensors, meta = _load(stem, expected_sha256, "CT prior", lambda m: m.get("kind") in ("patch", "slice", "score", "slice_perp"))
     kind = meta["kind"]
 
     def build():
         size = int(meta["image_size"])
         if kind == "patch":
             return (noise_network({"model": meta["model"]}, size, 3, max(meta["spacings"]) + 1), vp_schedule(meta))
-        if kind == "slice":
+        if kind in ("slice", "slice_perp"):          # slice_perp: TPDM's auxiliary prior (z windows)
             return noise_network({"model": meta["model"]}, size, 1, None), vp_schedule(meta)
         return score_network({"model": meta["model"]}, size), VESDE(meta["sde"]["sigma_min"], meta["sde"]["sigma_max"])
 

@@ -147,12 +147,16 @@ def train_ct_prior(manifest: dict, cfg: dict, out_stem, kind: str, device: str =
       time embedding; label slots 0 … max spacing).
     * ``kind="slice"`` — DDS: VP ε-network on single axial slices (1 channel).
     * ``kind="score"`` — DiffusionMBIR: VE score network on single axial slices (as score-MRI).
+    * ``kind="slice_perp"`` — TPDM's auxiliary prior: VP ε-network on coronal and sagittal slices
+      in z windows (:func:`train_perp_prior`).
 
     Images enter VP networks as 2u − 1 (u in [0, 1]); the VE network centres them itself.
     """
     from diffrecon.data.streaming import CTPatches, CTSlices
     from diffrecon.models import distributed
 
+    if kind == "slice_perp":
+        return train_perp_prior(manifest, cfg, out_stem, device=device, progress=progress)
     tcfg = TrainConfig.from_dict(cfg["train"])
     env, dev = distributed.setup(pick_device(device))
     memory = tcfg.loader != "stream"
@@ -175,7 +179,7 @@ def train_ct_prior(manifest: dict, cfg: dict, out_stem, kind: str, device: str =
         if memory:
             data = ct_slices(manifest)
     else:
-        raise ValueError(f"CT prior kind '{kind}' is not one of patch, slice, score")
+        raise ValueError(f"CT prior kind '{kind}' is not one of patch, slice, score, slice_perp")
     # VP networks take 2u - 1 (the stream set centres each sample itself); the VE network takes u
     inputs = stream if not memory else (2 * data - 1 if kind in ("patch", "slice") else data)
     channels, size = stream.sample_shape[0], stream.sample_shape[-1]
@@ -191,3 +195,45 @@ def train_ct_prior(manifest: dict, cfg: dict, out_stem, kind: str, device: str =
             "n_train_images": len(stream), **extra}
     meta.update(init_record(cfg))           # init_from: which weights the network started from
     return train(model, inputs, loss, tcfg, out_stem, meta=meta, device=dev, progress=progress, labels=labels)
+
+
+def perp_window(cfg: dict, n_slices: int) -> int:
+    """z window of the auxiliary prior: ``cfg["z_window"]`` or, when absent/null, the largest
+    multiple of the network's down-sampling factor 2^(levels − 1) not above ``n_slices``."""
+    levels = len(cfg["model"].get("channels", (32, 64, 64)))
+    factor = 2 ** (levels - 1)
+    window = cfg.get("z_window") or (n_slices // factor) * factor
+    if window < factor or window % factor:
+        raise ValueError(f"ct_priors.slice_perp.z_window: {window} slices is not a positive multiple of the "
+                         f"network's down-sampling factor {factor} (the volumes have {n_slices} slices)")
+    return int(window)
+
+
+def train_perp_prior(manifest: dict, cfg: dict, out_stem, device: str = "auto", progress: bool = True) -> dict:
+    """Train TPDM's auxiliary prior: a VP ε-network (1 channel) on the slices that contain z —
+    coronal and sagittal, (z_window, side) each, window starts every ``z_stride`` slices (default 1)
+    (:func:`~diffrecon.data.training_sets.ct_perpendicular_slices`). Rectangular images: the
+    network is convolutional and sees the native z sampling (no resampling of anisotropic
+    volumes). In-memory data (the set is small: one image per row/column and window start)."""
+    from diffrecon.data.ct_volumes import read_ct_volume
+    from diffrecon.data.training_sets import ct_perpendicular_slices, tensor_hash
+
+    tcfg = TrainConfig.from_dict({**cfg["train"], "loader": "memory"})
+    dev = pick_device(device)
+    first = manifest["splits"].get("train") or []
+    if not first:
+        raise ValueError(f"dataset {manifest['name']}: split 'train' has no volumes")
+    n_slices = min(read_ct_volume(p).shape[0] for p in first)
+    window = perp_window(cfg, n_slices)
+    data = ct_perpendicular_slices(manifest, window, stride=int(cfg.get("z_stride") or 1))
+    size = int(data.shape[-1])
+    torch.manual_seed(cfg["train"].get("seed", 0))
+    model = noise_network(cfg, size, 1, None)
+    log.info("slice_perp prior: %d parameters, %d training images of %d x %d (z x side), device %s",
+             count_parameters(model), data.shape[0], window, size, dev)
+    meta = {"method": "ct_slice_perp", "kind": "slice_perp", "model": cfg["model"], "image_size": size,
+            "z_window": window, "dataset": manifest["name"], "data_hash": tensor_hash(data),
+            "n_train_images": int(data.shape[0]), "schedule": cfg.get("schedule", {})}
+    meta.update(init_record(cfg))
+    return train(model, 2 * data - 1, vp_eps_loss(vp_schedule(cfg)), tcfg, out_stem, meta=meta, device=dev,
+                 progress=progress)
