@@ -340,3 +340,36 @@ def test_diffpir_steps_match_deepinv():
     for k in range(n_iter - 1):
         x, _ = sampler.step(x, k, data, torch.zeros_like(x))
     torch.testing.assert_close((x / 2 + 0.5), theirs, rtol=1e-3, atol=1e-3)
+
+
+class _Fidelity(nn.Module):
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+        self.d = None
+
+
+def test_dps_gradient_matches_deepinv():
+    """deepinv's ``DPSDataFidelity.grad`` (∇_x ‖A D(x, σ) − y‖ per image, summed, through the
+    denoiser D) against :meth:`DPSSampler.guided_x0` with the VE x̂0 = x + σ² s of an exact
+    Gaussian score, at two noise levels."""
+    stubs = {"deepinv": {}, "deepinv.optim": {"DataFidelity": _Fidelity},
+             "deepinv.optim.linear": {"conjugate_gradient": None}, "deepinv.physics": {"Physics": object},
+             "deepinv.models": {"Denoiser": _Stub}}
+    dinv = _load_deepinv("sampling.noisy_datafidelity", stubs)
+    mu, sig = _prior()
+    score = ve_score(mu, sig)
+    sde = VESDE(0.01, 20.0)
+    den = VEDenoiser(score, sde, 10)
+    a_op = _matrix(gain=2.0)
+    s = 3
+    g = torch.Generator().manual_seed(12)
+    y = torch.randn(s, M, generator=g, dtype=DT)
+    op = MatrixOp(a_op)
+    sampler = DPSSampler(den, DPSConfig(n_steps=10, zeta=1.0, batch_limit=4, progress=False))
+    fid = dinv.DPSDataFidelity(denoiser=lambda x, sigma: x + float(sigma) ** 2 * score(x, torch.full((x.shape[0],), float(sigma))),
+                               weight=1.0)
+    for k in (1, 7):
+        x = (den.sigmas[k] * torch.randn(s, 1, H, W, generator=g, dtype=DT)).float()
+        theirs = fid.grad(x.clone(), y, op, den.sigmas[k])
+        _, _, ours = sampler.guided_x0(x.to(DT), k, LinearData(op, y, 1))
+        torch.testing.assert_close(ours, theirs.to(DT), rtol=1e-4, atol=1e-6)
