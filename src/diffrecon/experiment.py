@@ -127,7 +127,7 @@ class Experiment:
         """
         cfg = self.config[modality]
         m = methods.get(method, modality)
-        if m.model == "score_mri":
+        if m.module == "diffrecon.methods.score":
             params = dict(cfg.get("score", {}))
             if coil_mode_of(setting) == "multicoil":
                 params.update(cfg.get("score_multicoil", {}))

@@ -28,12 +28,12 @@ def toy_method(monkeypatch):
 
 
 def test_registry_lists_every_method_once_with_valid_fields():
-    assert methods.names("mri") == ["zero_filled", "tv", "unet", "score", "score_hybrid"]
+    assert methods.names("mri") == ["zero_filled", "tv", "unet", "score", "score_hybrid", "dps", "diffpir"]
     assert methods.names("ct") == ["fbp", "fbp_unet", "dds_2d", "dds", "diffusion_mbir", "diffusion_blend",
-                                   "diffusion_blend_pp", "tpdm"]
+                                   "diffusion_blend_pp", "tpdm", "dps_ct", "diffpir_ct"]
     assert set(methods.learned("ct")) == {"fbp_unet", "dds_2d", "dds", "diffusion_mbir", "diffusion_blend",
-                                          "diffusion_blend_pp", "tpdm"}
-    assert methods.sampling("mri") == ["score", "score_hybrid"]
+                                          "diffusion_blend_pp", "tpdm", "dps_ct", "diffpir_ct"}
+    assert methods.sampling("mri") == ["score", "score_hybrid", "dps", "diffpir"]
     for m in methods.METHODS.values():
         assert (m.kind == "classical") == (m.model is None)
     with pytest.raises(ValueError, match="already registered"):

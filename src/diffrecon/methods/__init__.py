@@ -155,6 +155,27 @@ for _m in (
 ):
     register(_m)
 
+# ------------------------------------------------------------- DPS and DiffPIR (both modalities)
+#: DPS (Chung et al. 2023): 1000 ancestral steps, ζ = 1; DiffPIR (Zhu et al. 2023): 100 steps,
+#: λ = 7, ζ = 0.3, σ_n floor 1e-3 for noise-free data (methods/solvers.py; MRI: the VE forms).
+_DPS = {"n_steps": 1000, "zeta": 1.0, "batch_limit": 64, "seed": 0}
+_DIFFPIR = {"n_steps": 100, "lam": 7.0, "zeta": 0.3, "sigma_n": 0.001, "cg_iter": 5, "batch_limit": 64, "seed": 0}
+for _m in (
+    Method("dps", "mri", "diffusion", "diffrecon.methods.solvers",
+           "DPS: VE prior, ancestral step − ζ∇‖y − A x̂0‖ through the network; SENSE with ESPIRiT maps multi-coil",
+           model="score_mri", defaults=_DPS, paper_steps={None: 1000}),
+    Method("diffpir", "mri", "diffusion", "diffrecon.methods.solvers",
+           "DiffPIR: VE prior, proximal data step on x̂0 (ρ = λσ_n²/σ²), re-noising with ζ",
+           model="score_mri", defaults=_DIFFPIR, paper_steps={None: 100}),
+    Method("dps_ct", "ct", "diffusion", "diffrecon.methods.solvers",
+           "DPS: slice prior, DDPM step − ζ∇‖y − A x̂0‖ through the network", model="ct_slice",
+           defaults=_DPS, paper_steps={None: 1000}),
+    Method("diffpir_ct", "ct", "diffusion", "diffrecon.methods.solvers",
+           "DiffPIR: slice prior, proximal CG (AᵀA + ρ)u = Aᵀy + ρ û0, re-noising with ζ", model="ct_slice",
+           defaults=_DIFFPIR, paper_steps={None: 100}),
+):
+    register(_m)
+
 
 def get(name: str, modality: str | None = None) -> Method:
     """The method called ``name`` (of ``modality`` when given); ValueError naming the choices."""
