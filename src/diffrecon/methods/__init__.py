@@ -37,6 +37,7 @@ MODELS = {
     "ct_patch": "VP ε-network on 3-slice patches, spacing-conditioned (DiffusionBlend)",
     "ct_slice": "VP ε-network on axial slices (DDS)",
     "ct_score": "VE score network on axial slices (DiffusionMBIR)",
+    "varnet": "E2E-VarNet of one MRI mask family, multi-coil (supervised)",
 }
 
 
@@ -108,7 +109,7 @@ for _m in (
            "total variation, sigpy PDHG; multi-coil maps by ESPIRiT from the ACS",
            defaults={"lam": 0.01, "iterations": 300, "seed": 0}),
     Method("unet", "mri", "supervised", "diffrecon.methods.unet",
-           "image-domain U-Net on the zero-filled magnitude, one per mask family", model="unet",
+           "fastMRI U-Net on the zero-filled magnitude (instance-normalised), one per mask family", model="unet",
            defaults={"batch_limit": 64}),
     Method("score", "mri", "diffusion", "diffrecon.methods.score",
            "score-MRI, Algorithm 2 / 3 / 4 (SSOS) by coil mode", model="score_mri",
@@ -143,6 +144,11 @@ for _m in (
            defaults={**_BLEND, "jump_every": 2, "jump": 3}, paper_steps={None: 200}),
 ):
     register(_m)
+
+# E2E-VarNet (fastMRI's VarNet with its sensitivity network), a multi-coil MRI baseline
+register(Method("varnet", "mri", "supervised", "diffrecon.methods.varnet",
+                "E2E-VarNet (fastMRI): cascades of k-space DC + U-Net, learned coil maps; one per mask family",
+                model="varnet", defaults={"batch_limit": 8}, coil_modes=("multicoil",)))
 
 
 def get(name: str, modality: str | None = None) -> Method:
