@@ -7,9 +7,10 @@ sensitivity-estimation U-Net, called in fastMRI's conventions: masked k-space as
 the side of the fully sampled centre (the ACS width); output the RSS magnitude (B, H, W). One
 network is trained per *mask family* (kind x R x ACS fraction, one seeded mask), as the U-Net.
 
-Training set (:func:`multicoil_slices`): the fully sampled coil images x_c of a dataset's train
-split, each volume divided by the maximum of its RSS target (the scale the ``simulate`` stage
-gives test volumes), as real tensors (N, C, H, W, 2). Per step, with F the centred orthonormal
+Training set (:class:`MultiCoilSlices`, in memory :func:`multicoil_slices`): the fully sampled
+coil images x_c of a dataset's train split, each volume divided by the maximum of its stored RSS
+target (the scale the ``simulate`` stage gives test volumes, there from the central slices), as
+real tensors (N, C, H, W, 2). Per step, with F the centred orthonormal
 DFT (``fastmri.fft2c`` = :func:`~diffrecon.physics.fft.fft2c`) and M the family's mask:
 
     y_c  = M ⊙ F x_c                         masked k-space, (B, C, H, W, 2)
@@ -22,12 +23,19 @@ DFT (``fastmri.fft2c`` = :func:`~diffrecon.physics.fft.fft2c`) and M the family'
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+from pathlib import Path
 from typing import Callable
 
+import h5py
 import numpy as np
 import torch
 from torch import nn
+
+from diffrecon.data.fastmri import TARGET_KEYS, DataFormatError, check_finite, open_h5, reading
+from diffrecon.data.streaming import StreamingSet, _split_files
 
 from diffrecon.baselines.unet import MaskSpec
 from diffrecon.models.fastmri_nets import FASTMRI_VARNET, fastmri_varnet
@@ -35,32 +43,85 @@ from diffrecon.models.networks import count_parameters
 
 log = logging.getLogger("diffrecon.training")
 
-__all__ = ["multicoil_slices", "varnet_mask", "varnet_loss", "fit_varnet", "train_varnet", "varnet_reconstruct"]
+__all__ = ["MultiCoilSlices", "multicoil_slices", "varnet_mask", "varnet_loss", "fit_varnet", "train_varnet", "varnet_reconstruct"]
+
+
+class MultiCoilSlices(StreamingSet):
+    """E2E-VarNet's training set read one slice at a time (the ``stream`` loader): sample i (C, h, w, 2)
+    float32 is slice i of the split's multi-coil files in file order: the centred inverse DFT of its
+    k-space, centre-cropped to the target grid, divided by the maximum of the file's stored RSS target.
+
+    The index reads file headers and the targets (for the scale), never k-space; :meth:`data_hash`
+    fingerprints the targets, names and k-space shapes (hashing every k-space sample of fastMRI
+    knee would read ~1 TB). Every file must be multi-coil with the same coils and grid (one line
+    naming the first that is not).
+    """
+
+    def __init__(self, manifest: dict, split: str = "train"):
+        files, shapes, self.scales, self.crop = [], [], [], None
+        for path in _split_files(manifest, split):
+            p = Path(path)
+            with reading(p, "fastMRI HDF5 file"), open_h5(p) as f:
+                ks = f["kspace"] if "kspace" in f else None
+                if not isinstance(ks, h5py.Dataset) or ks.ndim != 4 or not np.issubdtype(ks.dtype, np.complexfloating):
+                    raise DataFormatError(f"{p}: E2E-VarNet trains on multi-coil k-space (slices, coils, H, W) complex, "
+                                          f"got {None if ks is None else (ks.shape, str(ks.dtype))}")
+                if TARGET_KEYS[0] not in f:
+                    raise DataFormatError(f"{p}: no '{TARGET_KEYS[0]}' target to train on")
+                target = np.asarray(f[TARGET_KEYS[0]][()], dtype=np.float32)
+                kshape = tuple(ks.shape)
+            check_finite(p, TARGET_KEYS[0], target)
+            if self.crop is None:
+                self.crop, coils = target.shape[1:], kshape[1]
+            elif (kshape[1], target.shape[1:]) != (coils, self.crop):
+                raise DataFormatError(f"{p}: {kshape[1]} coils on a {target.shape[1:]} grid differ from the first "
+                                      f"file's {coils} on {self.crop}: one training set holds one coil count and size")
+            files.append(path), shapes.append(kshape), self.scales.append(float(target.max()) or 1.0)
+        super().__init__(files, ["kspace"] * len(files), shapes)
+        self.definition = {"set": "multicoil_slices", "normalisation": "volume RSS-target max", "split": split}
+        self._ends = np.cumsum([sh[0] for sh in shapes])
+
+    def __len__(self) -> int:
+        return int(self._ends[-1])
+
+    @property
+    def sample_shape(self):
+        return (self.shapes[0][1], *self.crop, 2)
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """(file, slice) of sample ``i``."""
+        if not 0 <= i < len(self):
+            raise IndexError(f"sample {i} of {len(self)}")
+        f = int(np.searchsorted(self._ends, i, side="right"))
+        return f, int(i - (self._ends[f - 1] if f else 0))
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        from diffrecon.data.fastmri import center_crop
+        from diffrecon.physics.fft import ifft2c
+
+        f, s = self.locate(int(i))
+        with reading(self.files[f], "fastMRI HDF5 file"):
+            k = np.asarray(self._dataset(f)[s]).astype(np.complex64)
+        check_finite(f"{self.files[f]} slice {s}", "kspace", k)
+        img = center_crop(ifft2c(torch.from_numpy(k)).numpy(), self.crop) / np.float32(self.scales[f])
+        return torch.view_as_real(torch.from_numpy(np.ascontiguousarray(img, dtype=np.complex64))).contiguous()
+
+    def data_hash(self) -> str:
+        h = hashlib.sha256(json.dumps({**self.definition, "n": len(self)}, sort_keys=True).encode())
+        for path, shape in zip(self.files, self.shapes):
+            with reading(path, "fastMRI HDF5 file"), open_h5(Path(path)) as f:
+                target = np.ascontiguousarray(f[TARGET_KEYS[0]][()])
+            h.update(json.dumps([Path(path).name, list(shape), hashlib.sha256(target.tobytes()).hexdigest()]).encode())
+        return h.hexdigest()[:16]
 
 
 def multicoil_slices(manifest: dict, split: str = "train") -> torch.Tensor:
-    """Coil images of every slice of ``split`` as (N, C, H, W, 2) float32, each volume divided by its RSS maximum.
-
-    Every file must be multi-coil with the same coil count and grid (one line naming the first that is not).
-    """
-    from diffrecon.data.fastmri import coil_images, read_volume
-    from diffrecon.errors import DataFormatError
-
-    out, shape = [], None
-    for path in manifest["splits"][split]:
-        vol = read_volume(path)
-        if not vol.multicoil:
-            raise DataFormatError(f"{path}: a single-coil file: E2E-VarNet trains on multi-coil k-space")
-        coils = coil_images(vol)                                     # (S, C, h, w) complex64
-        if shape is None:
-            shape = coils.shape[1:]
-        elif coils.shape[1:] != shape:
-            raise DataFormatError(f"{path}: coils x grid {coils.shape[1:]} differ from the first file's {shape}")
-        scale = float(np.sqrt((np.abs(coils) ** 2).sum(1)).max()) or 1.0
-        out.append(torch.view_as_real(torch.from_numpy(coils / scale)))
-    if not out:
-        raise ValueError(f"dataset {manifest['name']}: split '{split}' has no files")
-    return torch.cat(out).float().contiguous()
+    """The whole :class:`MultiCoilSlices` set in memory (the ``memory`` loader): (N, C, h, w, 2) float32,
+    row i = sample i."""
+    ds = MultiCoilSlices(manifest, split)
+    out = torch.stack([ds[i] for i in range(len(ds))])
+    ds.close()
+    return out
 
 
 def varnet_mask(mask, batch: int, device=None) -> torch.Tensor:
@@ -106,10 +167,11 @@ def fit_varnet(data: torch.Tensor, mask_spec, cfg: dict, out_stem, device="auto"
     from diffrecon.models.training import TrainConfig, train
     from diffrecon.physics.masks import make_mask
 
-    if data.ndim != 5 or data.shape[-1] != 2:
-        raise ValueError(f"E2E-VarNet trains on coil images (N, C, H, W, 2), got {tuple(data.shape)}")
+    shape = tuple(data.shape[1:]) if isinstance(data, torch.Tensor) else tuple(data.sample_shape)
+    if len(shape) != 4 or shape[-1] != 2:
+        raise ValueError(f"E2E-VarNet trains on coil images (N, C, H, W, 2), got samples of shape {shape}")
     spec = MaskSpec(*mask_spec)
-    H, W = data.shape[-3:-1]
+    n_coils, H, W = shape[:3]
     if H != W:
         raise ValueError(f"E2E-VarNet: square images only (the checkpoint records one image_size), got {H} x {W}")
     mask = make_mask(spec.kind, (H, W), spec.acceleration, spec.acs_fraction, spec.seed)
@@ -118,20 +180,24 @@ def fit_varnet(data: torch.Tensor, mask_spec, cfg: dict, out_stem, device="auto"
     model = fastmri_varnet(cfg["model"])
     dev = pick_device(device)
     log.info("varnet %s-R%g-acs%g: %d parameters, %d training slices of %d coils, effective R %.2f, device %s",
-             spec.kind, spec.acceleration, spec.acs_fraction, count_parameters(model), len(data), data.shape[1],
+             spec.kind, spec.acceleration, spec.acs_fraction, count_parameters(model), len(data), n_coils,
              mask.effective_acceleration, dev)
     run_meta = {"method": "varnet", "architecture": FASTMRI_VARNET, "loss": "ssim", "model": cfg["model"],
                 "mask": {**spec._asdict(), **mask.to_dict()}, "num_low_frequencies": nlf, "image_size": int(H),
-                "n_coils": int(data.shape[1]), "data_hash": tensor_hash(data), "n_train_slices": len(data),
-                **(meta or {})}
+                "n_coils": int(n_coils), "n_train_slices": len(data),
+                **({"data_hash": tensor_hash(data)} if isinstance(data, torch.Tensor) else {}), **(meta or {})}
     return train(model, data, varnet_loss(mask, nlf), TrainConfig.from_dict(cfg["train"]), out_stem,
                  meta=run_meta, device=dev, progress=progress)
 
 
 def train_varnet(manifest: dict, mask_spec, cfg: dict, out_stem, device="auto", progress: bool = True) -> dict:
-    """Train the E2E-VarNet of one mask family on the manifest's train split (``cfg``: the ``mri.varnet`` block)."""
-    return fit_varnet(multicoil_slices(manifest, "train"), mask_spec, cfg, out_stem, device=device,
-                      meta={"dataset": manifest["name"]}, progress=progress)
+    """Train the E2E-VarNet of one mask family on the manifest's train split (``cfg``: the ``mri.varnet`` block;
+    ``train.loader``: ``memory`` holds the set, ``stream`` reads it slice by slice, the same samples and
+    weights; the sidecar's ``data_hash`` is :meth:`MultiCoilSlices.data_hash` for both)."""
+    stream = MultiCoilSlices(manifest, "train")
+    data = stream if cfg["train"].get("loader", "memory") == "stream" else multicoil_slices(manifest, "train")
+    return fit_varnet(data, mask_spec, cfg, out_stem, device=device,
+                      meta={"dataset": manifest["name"], "data_hash": stream.data_hash()}, progress=progress)
 
 
 @torch.no_grad()
