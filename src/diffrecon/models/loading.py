@@ -18,7 +18,7 @@ from torch import nn
 from diffrecon.diffusion.sde import VESDE
 from diffrecon.errors import CheckpointError, one_line
 from diffrecon.models.checkpoint import load_checkpoint, unprefixed
-from diffrecon.models.networks import ImageUNet, image_unet
+from diffrecon.models.networks import image_unet
 from diffrecon.models.recipes import noise_network, score_network, vp_schedule
 
 
@@ -109,7 +109,7 @@ def load_ct_prior(stem, expected_sha256: str | None = None, use_ema: bool = True
 
 def load_unet(stem, device="cpu", use_ema: bool = True, expected_sha256: str | None = None) -> tuple[nn.Module, dict]:
     """A supervised U-Net and its metadata: the MRI U-Net (sidecar ``architecture: fastmri_unet``,
-    ``fastmri.models.Unet``) or the CT FBP-U-Net (:class:`ImageUNet`; by the sidecar's ``kind``)."""
+    ``fastmri.models.Unet``) or the CT FBP-U-Net (:class:`~diffrecon.models.networks.ImageUNet`; by the sidecar's ``kind``)."""
     tensors, meta = _load(stem, expected_sha256, "U-Net", lambda m: m.get("method") == "unet")
     if meta.get("architecture") == "fastmri_unet":
         from diffrecon.models.fastmri_nets import fastmri_unet
