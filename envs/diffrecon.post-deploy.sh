@@ -6,6 +6,6 @@
 set -euo pipefail
 : "${DIFFRECON_ROOT:?not set: run this through the diffrecon Snakefile}"
 python -m pip install --no-deps -e "$DIFFRECON_ROOT"
-# fastMRI's reference code (mask functions), without its dependencies: the declared ones would
+# fastMRI's reference code (the networks of the U-Net and E2E-VarNet baselines), without its dependencies: the declared ones would
 # replace the pinned torch (pyproject.toml, extra `fastmri`)
 python -m pip install --no-deps fastmri==0.3.0 runstats==2.0.0

@@ -212,11 +212,12 @@ def tiny_score(stem, size=N, **meta_override):
 
 def tiny_unet(stem, size=N, mask=None):
     from diffrecon.models.checkpoint import prefixed, save_checkpoint
-    from diffrecon.models.networks import image_unet
 
+    fastmri_models = pytest.importorskip("fastmri.models")     # the MRI U-Net is fastMRI's
     torch.manual_seed(0)
-    net = image_unet(TINY, size)
-    meta = {"method": "unet", "model": TINY, "image_size": size,
+    model = {"chans": 4, "num_pool_layers": 2}
+    net = fastmri_models.Unet(1, 1, **model)
+    meta = {"method": "unet", "architecture": "fastmri_unet", "model": model, "image_size": size,
             "mask": mask or {"kind": "uniform1d", "acceleration": 4.0, "acs_fraction": 0.08}}
     save_checkpoint(stem, prefixed("ema", net.state_dict()), meta)
     return stem

@@ -72,6 +72,18 @@ def test_one_cell_builds_only_its_chain(tmp_path):
     assert jobs == {"prepare_dataset": 1, "simulate_ct": 1, "reconstruct": 1, "evaluate": 1, "total": 4}
 
 
+def test_a_varnet_cell_trains_its_mask_familys_varnet(tmp_path):
+    """The demo config's E2E-VarNet cell: one train_varnet job (its mask family) feeds the reconstruction."""
+    cell = "results/mri/demo_brain/gaussian1d-R4-acs0.12-multicoil/varnet/metrics.csv"
+    proc = snakemake("-n", cell, "--configfile", str(ROOT / "config.yaml"), cwd=tmp_path)
+    stats = proc.stdout.split("Job stats:")[1].split("\n\n")[0]
+    jobs = {ln.split()[0]: int(ln.split()[1]) for ln in stats.splitlines()
+            if len(ln.split()) == 2 and ln.split()[1].isdigit()}
+    assert jobs == {"prepare_dataset": 1, "simulate_mri": 1, "train_varnet": 1, "reconstruct": 1, "evaluate": 1,
+                    "total": 5}
+    assert "results/models/varnet/demo_brain/gaussian1d-R4-acs0.12/model.safetensors" in proc.stdout
+
+
 def test_tables_and_figures_exist(tiny_run):
     tables = tiny_run / "results" / "tables"
     for stem in ("mri_image", "ct_axial", "ct_coronal", "ct_sagittal"):

@@ -28,7 +28,7 @@ def toy_method(monkeypatch):
 
 
 def test_registry_lists_every_method_once_with_valid_fields():
-    assert methods.names("mri") == ["zero_filled", "tv", "unet", "score", "score_hybrid", "dps", "diffpir"]
+    assert methods.names("mri") == ["zero_filled", "tv", "unet", "score", "score_hybrid", "dps", "diffpir", "varnet"]
     assert methods.names("ct") == ["fbp", "fbp_unet", "dds_2d", "dds", "diffusion_mbir", "diffusion_blend",
                                    "diffusion_blend_pp", "tpdm", "dps_ct", "diffpir_ct"]
     assert set(methods.learned("ct")) == {"fbp_unet", "dds_2d", "dds", "diffusion_mbir", "diffusion_blend",

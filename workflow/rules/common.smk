@@ -133,10 +133,10 @@ def model_path(modality, dataset, setting, method):
         return None
     if model == "score_mri":
         return f"{RESULTS}/models/score_mri/{config['score_mri']['dataset']}/model.safetensors"
-    if model == "unet":
+    if model in ("unet", "varnet"):
         s = MRISetting.parse(setting)
-        trained_on = config["mri"].get("unet", {}).get("dataset") or X.test_source(dataset)[0]
-        return f"{RESULTS}/models/unet/{trained_on}/{s.mask}-R{s.acceleration:g}-acs{s.acs_fraction:g}/model.safetensors"
+        trained_on = config["mri"].get(model, {}).get("dataset") or X.test_source(dataset)[0]
+        return f"{RESULTS}/models/{model}/{trained_on}/{s.mask}-R{s.acceleration:g}-acs{s.acs_fraction:g}/model.safetensors"
     if model == "fbp_unet":
         trained_on = config["ct"].get("fbp_unet", {}).get("dataset") or dataset
         return f"{RESULTS}/models/fbp_unet/{trained_on}/{setting}/model.safetensors"

@@ -168,3 +168,30 @@ rule train_fbp_unet:
         ENV
     script:
         "../scripts/train.py"
+
+
+rule train_varnet:
+    """Train E2E-VarNet (masked multi-coil k-space -> RSS target) of one mask family."""
+    input:
+        manifest=f"{RESULTS}/data/mri/{{dataset}}/manifest.json",
+    output:
+        weights=f"{RESULTS}/models/varnet/{{dataset}}/{{mask}}-R{{acc}}-acs{{acs}}/model.safetensors",
+        sidecar=f"{RESULTS}/models/varnet/{{dataset}}/{{mask}}-R{{acc}}-acs{{acs}}/model.json",
+    log:
+        "logs/train_varnet/{dataset}/{mask}-R{acc}-acs{acs}.log",
+    wildcard_constraints:
+        mask="[a-z0-9]+",
+        acc="[0-9.]+",
+        acs="[0-9.]+",
+    threads: THREADS
+    priority: PRIORITY_LONG
+    resources:
+        gpu=1,
+    params:
+        model="varnet",
+        cfg=config.get("mri", {}).get("varnet"),
+        seed=config["seed"],
+    conda:
+        ENV
+    script:
+        "../scripts/train.py"

@@ -55,6 +55,12 @@ with log_to(snakemake.log[0]):
         # the seed of simulate_mri's masks, so the network is trained for the mask it is tested on
         train_unet(manifest, MaskSpec(w.mask, float(w.acc), float(w.acs), snakemake.params.seed), cfg, resumable,
                    device=device)
+    elif model == "varnet":
+        from diffrecon.baselines.varnet import train_varnet
+        from diffrecon.baselines.unet import MaskSpec
+
+        train_varnet(manifest, MaskSpec(w.mask, float(w.acc), float(w.acs), snakemake.params.seed), cfg, resumable,
+                     device=device)
     elif model == "fbp_unet":
         from diffrecon.baselines.fbp_unet import train_fbp_unet
         from diffrecon.settings import CTSetting

@@ -38,6 +38,7 @@ MODELS = {
     "ct_slice": "VP ε-network on axial slices (DDS)",
     "ct_score": "VE score network on axial slices (DiffusionMBIR)",
     "ct_slice_perp": "VP ε-network on coronal/sagittal slices, z windows (TPDM's auxiliary prior)",
+    "varnet": "E2E-VarNet of one MRI mask family, multi-coil (supervised)",
 }
 
 
@@ -113,7 +114,7 @@ for _m in (
            "total variation, sigpy PDHG; multi-coil maps by ESPIRiT from the ACS",
            defaults={"lam": 0.01, "iterations": 300, "seed": 0}),
     Method("unet", "mri", "supervised", "diffrecon.methods.unet",
-           "image-domain U-Net on the zero-filled magnitude, one per mask family", model="unet",
+           "fastMRI U-Net on the zero-filled magnitude (instance-normalised), one per mask family", model="unet",
            defaults={"batch_limit": 64}),
     Method("score", "mri", "diffusion", "diffrecon.methods.score",
            "score-MRI, Algorithm 2 / 3 / 4 (SSOS) by coil mode", model="score_mri",
@@ -175,6 +176,11 @@ for _m in (
            defaults=_DIFFPIR, paper_steps={None: 100}),
 ):
     register(_m)
+
+# E2E-VarNet (fastMRI's VarNet with its sensitivity network), a multi-coil MRI baseline
+register(Method("varnet", "mri", "supervised", "diffrecon.methods.varnet",
+                "E2E-VarNet (fastMRI): cascades of k-space DC + U-Net, learned coil maps; one per mask family",
+                model="varnet", defaults={"batch_limit": 8}, coil_modes=("multicoil",)))
 
 
 def get(name: str, modality: str | None = None) -> Method:

@@ -125,7 +125,7 @@ def check_trained_for(model, meta: dict, problem: Problem, params: dict | None =
     """Refuse a checkpoint trained for another problem than ``problem``: one line naming it and both values.
 
     The one rule of every learned method: the sidecar records what the network was trained for —
-    ``image_size`` (every model), ``mask`` (kind, acceleration, ACS fraction: the MRI U-Net) or
+    ``image_size`` (every model), ``mask`` (kind, acceleration, ACS fraction: the MRI U-Net and E2E-VarNet) or
     ``setting`` (the FBP-U-Net) — and the runner compares it with the measurement. Priors are
     trained per image size; ``allow_size_mismatch: true`` in the method's parameters lets an
     expert apply a convolutional network at another size. A measurement without a named
@@ -144,7 +144,7 @@ def check_trained_for(model, meta: dict, problem: Problem, params: dict | None =
     if meta.get("kind") == "fbp_unet":
         if problem.setting != "user" and meta.get("setting") != problem.setting:
             raise CheckpointError(f"{model}: trained for setting {meta.get('setting')}, not {problem.setting}")
-    elif meta.get("method") == "unet" and problem.modality == "mri":
+    elif meta.get("method") in ("unet", "varnet") and problem.modality == "mri":
         from diffrecon.settings import MRISetting
 
         try:

@@ -18,7 +18,7 @@ from torch import nn
 from diffrecon.diffusion.sde import VESDE
 from diffrecon.errors import CheckpointError, one_line
 from diffrecon.models.checkpoint import load_checkpoint, unprefixed
-from diffrecon.models.networks import ImageUNet, image_unet
+from diffrecon.models.networks import image_unet
 from diffrecon.models.recipes import noise_network, score_network, vp_schedule
 
 
@@ -107,8 +107,23 @@ def load_ct_prior(stem, expected_sha256: str | None = None, use_ema: bool = True
     return _with_weights(model, tensors, use_ema, device, stem), process, meta
 
 
-def load_unet(stem, device="cpu", use_ema: bool = True, expected_sha256: str | None = None) -> tuple[ImageUNet, dict]:
-    """A supervised :class:`ImageUNet` (MRI U-Net or CT FBP-U-Net, by the sidecar's ``kind``) and its metadata."""
+def load_unet(stem, device="cpu", use_ema: bool = True, expected_sha256: str | None = None) -> tuple[nn.Module, dict]:
+    """A supervised U-Net and its metadata: the MRI U-Net (sidecar ``architecture: fastmri_unet``,
+    ``fastmri.models.Unet``) or the CT FBP-U-Net (:class:`~diffrecon.models.networks.ImageUNet`; by the sidecar's ``kind``)."""
     tensors, meta = _load(stem, expected_sha256, "U-Net", lambda m: m.get("method") == "unet")
-    model = _built(stem, meta, lambda: image_unet(meta["model"], int(meta["image_size"])))
+    if meta.get("architecture") == "fastmri_unet":
+        from diffrecon.models.fastmri_nets import fastmri_unet
+
+        model = _built(stem, meta, lambda: fastmri_unet(meta["model"]))
+    else:
+        model = _built(stem, meta, lambda: image_unet(meta["model"], int(meta["image_size"])))
+    return _with_weights(model, tensors, use_ema, device, stem), meta
+
+
+def load_varnet(stem, device="cpu", use_ema: bool = True, expected_sha256: str | None = None) -> tuple[nn.Module, dict]:
+    """An E2E-VarNet (``fastmri.models.VarNet``, sidecar ``method: varnet``) and its metadata."""
+    from diffrecon.models.fastmri_nets import fastmri_varnet
+
+    tensors, meta = _load(stem, expected_sha256, "E2E-VarNet", lambda m: m.get("method") == "varnet")
+    model = _built(stem, meta, lambda: fastmri_varnet(meta["model"]))
     return _with_weights(model, tensors, use_ema, device, stem), meta

@@ -2,7 +2,7 @@
 
 * :class:`ScoreNetwork` — s_θ(x, σ) of a VE prior (score-MRI, DiffusionMBIR);
 * :class:`NoiseNetwork` — ε_θ(x_t, t, y) of a VP prior (DiffusionBlend, DDS);
-* :class:`ImageUNet` — f(u) = u + g(u) of the supervised baselines (U-Net, FBP-U-Net).
+* :class:`ImageUNet` — f(u) = u + g(u) of the FBP-U-Net (the MRI U-Net is fastMRI's, :mod:`~diffrecon.models.fastmri_nets`).
 
 score-MRI uses an NCSN++-style network: Fourier features of log(sigma) as the time
 embedding and an output divided by sigma. diffusers expresses both with
