@@ -358,3 +358,14 @@ def test_cli_blocks_merge_into_the_one_job_output(tmp_path, capsys, score_model,
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and named in err[0], err
         assert not (tmp_path / "x.h5").exists()
+
+
+def test_cpu_memory_measurement_writes_nothing_to_the_console(capfd):
+    """The profiler's native start/stop lines must not reach the user's console or job logs."""
+    from diffrecon.samplers.memory import forward_peak_bytes
+
+    net = torch.nn.Conv2d(1, 4, 3, padding=1)
+    x = torch.randn(2, 1, 32, 32)
+    assert forward_peak_bytes(lambda: net(x), "cpu") > 0
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""

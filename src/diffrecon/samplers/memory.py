@@ -28,8 +28,11 @@ top of it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -64,10 +67,46 @@ def batch_for_budget(budget_bytes: float, per_image: int, fixed: int = 0) -> int
     return max(1, int(math.floor((budget_bytes - fixed) / per_image)))
 
 
+def _flush_c_stdio() -> None:
+    """fflush(NULL): write out the C library's stdio buffers now."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):
+        pass
+
+
+@contextlib.contextmanager
+def _native_output_silenced():
+    """Discard what native code writes to file descriptors 1 and 2 meanwhile: the profiler's
+    library logs its start and stop there, which would land in the user's console and job logs
+    (Python exceptions still propagate)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        saved = [os.dup(1), os.dup(2)]
+    except OSError:                     # no standard descriptors (embedded interpreters)
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        _flush_c_stdio()                # the native library's buffered lines go to /dev/null too
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
 def _cpu_peak(call: Callable[[], object]) -> int:
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _native_output_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         call()
     timeline = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events()
                       if e.self_cpu_memory_usage)
