@@ -25,7 +25,7 @@ def test_quick_run_skips_the_cuda_parts_and_writes_json_and_markdown(tmp_path):
     results = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
     assert "skipped" in results["a"] and "skipped" in results["b"] and results["b"]["cpu_dot"] < 1e-5
     assert results["c"]["speedup"] > 0 and results["c"]["cpu_estimate_mib_per_image"] > 0
-    assert {r["prior"] for r in results["d"]["rows"]} == {"ct_patch", "ct_slice", "ct_score", "score_mri"}
+    assert {r["prior"] for r in results["d"]["rows"]} == {"ct_patch", "ct_slice", "ct_score", "ct_slice_perp", "score_mri"}
     md = (tmp_path / "out" / "gpu_check.md").read_text()
     assert "## (a)" in md and "skipped:" in md and "| ct_patch |" in md
     assert not list((tmp_path / "out").glob("*.part"))

@@ -508,7 +508,7 @@ def test_weights_of_another_prior_are_refused_at_validation_and_install(tmp_path
     repo = Path(__file__).resolve().parents[2]
     raw = read_yaml(repo / "config" / "paper" / "aapm.yaml")
     raw["retrain"] = False
-    for k in raw["ct_priors"]:
+    for k in fitting:                       # (TPDM's perpendicular prior is always trained: no weights)
         raw["ct_priors"][k]["weights"] = str(fitting[k])
     validate_config(json.loads(json.dumps(raw)))                    # each prior's own weights: valid
     wrong_kind = "holds a 'ct_score' prior (imported layout diffusionmbir_aapm256), not a 'ct_slice' prior"
