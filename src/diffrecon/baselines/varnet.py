@@ -81,19 +81,9 @@ class MultiCoilSlices(StreamingSet):
         self.definition = {"set": "multicoil_slices", "normalisation": "volume RSS-target max", "split": split}
         self._ends = np.cumsum([sh[0] for sh in shapes])
 
-    def __len__(self) -> int:
-        return int(self._ends[-1])
-
     @property
     def sample_shape(self):
         return (self.shapes[0][1], *self.crop, 2)
-
-    def locate(self, i: int) -> tuple[int, int]:
-        """(file, slice) of sample ``i``."""
-        if not 0 <= i < len(self):
-            raise IndexError(f"sample {i} of {len(self)}")
-        f = int(np.searchsorted(self._ends, i, side="right"))
-        return f, int(i - (self._ends[f - 1] if f else 0))
 
     def __getitem__(self, i: int) -> torch.Tensor:
         from diffrecon.data.fastmri import center_crop

@@ -61,6 +61,18 @@ class StreamingSet(Dataset):
         self._handles: OrderedDict = OrderedDict()
         self._pid = os.getpid()
 
+    # ------------------------------------------------------------------ index
+    # Sets of one sample per stored slice set ``_ends`` (cumulative slice counts per file).
+    def __len__(self) -> int:
+        return int(self._ends[-1])
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """(file, slice) of sample ``i``."""
+        if not 0 <= i < len(self):
+            raise IndexError(f"sample {i} of {len(self)}")
+        f = int(np.searchsorted(self._ends, i, side="right"))
+        return f, int(i - (self._ends[f - 1] if f else 0))
+
     # ------------------------------------------------------------------ handles
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -153,19 +165,9 @@ class MagnitudeSlices(StreamingSet):
         self.definition = {"set": "magnitude_slices", "normalisation": "slice min-max", "split": split}
         self._ends = np.cumsum([s[0] for s in shapes])
 
-    def __len__(self) -> int:
-        return int(self._ends[-1])
-
     @property
     def sample_shape(self):
         return (1, *self.shapes[0][1:])
-
-    def locate(self, i: int) -> tuple[int, int]:
-        """(file, slice) of sample ``i``."""
-        if not 0 <= i < len(self):
-            raise IndexError(f"sample {i} of {len(self)}")
-        f = int(np.searchsorted(self._ends, i, side="right"))
-        return f, int(i - (self._ends[f - 1] if f else 0))
 
     def __getitem__(self, i: int) -> torch.Tensor:
         f, s = self.locate(int(i))
@@ -211,19 +213,12 @@ class CTSlices(_CTSet):
         self.definition = {"set": "ct_slices", "clip": [0, 1], "split": split}
         self._ends = np.cumsum([s[0] for s in self.shapes])
 
-    def __len__(self) -> int:
-        return int(self._ends[-1])
-
     @property
     def sample_shape(self):
         return (1, *self.shapes[0][1:])
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        i = int(i)
-        if not 0 <= i < len(self):
-            raise IndexError(f"sample {i} of {len(self)}")
-        f = int(np.searchsorted(self._ends, i, side="right"))
-        s = i - int(self._ends[f - 1] if f else 0)
+        f, s = self.locate(int(i))
         return self._out(self._read(f, [s]))
 
 
