@@ -172,3 +172,27 @@ def grad_network_fn(network: nn.Module, precision: str = "float32") -> Callable:
             return out
 
     return fn
+
+
+def run_chain(step, denoiser, data, shape: tuple[int, ...], gen, desc: str, progress: bool,
+              fresh_noise: bool = True):
+    """The reverse chain shared by DPS and DiffPIR: x_N from ``denoiser.init``, then
+    ``x, _ = step(x, k, data, z)`` for k = 0 … n_steps − 1, with z fresh standard noise of
+    ``shape`` (S·P, 1, H, W) except at the last step or when ``fresh_noise`` is false (zeros: no
+    draw from ``gen``). ``gen``: a torch.Generator or a :class:`~diffrecon.samplers.noise.SliceNoise`
+    of the S slices; ``data.y`` sets the device and real dtype."""
+    import torch
+    from tqdm import tqdm
+
+    from diffrecon.samplers.noise import randn
+
+    dev, dt = data.y.device, data.y.real.dtype
+
+    def noise(s):
+        return randn(s, gen, dt, dev)
+
+    x = denoiser.init(shape, noise)
+    n = denoiser.n_steps
+    for k in tqdm(range(n), desc=desc, disable=not progress, leave=False):
+        x, _ = step(x, k, data, noise(shape) if k + 1 < n and fresh_noise else torch.zeros_like(x))
+    return x

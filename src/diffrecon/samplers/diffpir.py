@@ -25,14 +25,12 @@ this one; checked in tests/unit/test_solvers_gaussian.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
-from tqdm import tqdm
 
 from diffrecon.options import Options
 from diffrecon.samplers.data_terms import LinearData
-from diffrecon.samplers.noise import randn
+from diffrecon.samplers.denoisers import run_chain
 
 __all__ = ["DiffPIRConfig", "DiffPIRSampler"]
 
@@ -86,10 +84,5 @@ class DiffPIRSampler:
     def sample(self, data: LinearData, shape: tuple[int, ...], gen) -> torch.Tensor:
         """A posterior sample (network scale, ``shape`` = (S·P, 1, H, W)); ``gen`` a torch.Generator
         or a :class:`~diffrecon.samplers.noise.SliceNoise` of the S slices."""
-        dev, dt = data.y.device, data.y.real.dtype
-        noise: Callable = lambda s: randn(s, gen, dt, dev)  # noqa: E731
-        x = self.denoiser.init(shape, noise)
-        n = self.denoiser.n_steps
-        for k in tqdm(range(n), desc="diffpir", disable=not self.cfg.progress, leave=False):
-            x, _ = self.step(x, k, data, noise(shape) if k + 1 < n and self.cfg.zeta > 0 else torch.zeros_like(x))
-        return x
+        return run_chain(self.step, self.denoiser, data, shape, gen, "diffpir", self.cfg.progress,
+                         fresh_noise=self.cfg.zeta > 0)
