@@ -28,11 +28,8 @@ VARNET = {"model": {"cascades": 2, "chans": 4, "pools": 2, "sens_chans": 4, "sen
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread_module):
+    """The whole module on one intra-op thread (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")

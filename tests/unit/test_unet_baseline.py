@@ -50,12 +50,8 @@ def _psnr(target: np.ndarray, pred: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions: one thread is as fast as two, and does not stall on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread_module):
+    """The whole module on one intra-op thread (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")
