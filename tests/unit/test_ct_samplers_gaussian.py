@@ -25,6 +25,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from gaussian_ddim import ddim_affine_moments
 
 from diffrecon.diffusion.sde import VESDE
 from diffrecon.diffusion.vp import VPSchedule
@@ -119,22 +120,7 @@ def ddim_moments(prob: _Problem, sched: VPSchedule, n_steps: int, eta: float, dc
     else:                                 # (I + γAᵀA)⁻¹ (u + γAᵀy)
         r = torch.linalg.inv(eye + gamma * a_op.T @ a_op)
         t_mat, k = r, gamma * r @ a_op.T @ prob.y1
-    mean, cov = torch.zeros(D, dtype=torch.float64), eye.clone()
-    times = sched.timesteps(n_steps)
-    for i, t in enumerate(times):
-        a = sched.alpha_bar(t)
-        b = math.sqrt(1 - a) * torch.linalg.inv(a * prob.sig + (1 - a) * eye)      # ε̂ = B x − B sqrt(a) μ
-        g = (eye - math.sqrt(1 - a) * b) / math.sqrt(a)                            # x̂0 = G x + h
-        h = math.sqrt(1 - a) * b @ prob.mu
-        uf, uc = t_mat @ g / 2, t_mat @ (h + 1) / 2 + k                             # u' = uf x + uc
-        if i + 1 == len(times):
-            return uf @ mean + uc, uf @ cov @ uf.T
-        a1 = sched.alpha_bar(times[i + 1])
-        c_eps = math.sqrt(1 - a1) * math.sqrt(1 - eta ** 2)
-        f = math.sqrt(a1) * 2 * uf + c_eps * b
-        f0 = math.sqrt(a1) * (2 * uc - 1) - c_eps * math.sqrt(a) * b @ prob.mu
-        mean, cov = f @ mean + f0, f @ cov @ f.T + (1 - a1) * eta ** 2 * eye
-    raise AssertionError("unreachable")
+    return ddim_affine_moments(lambda i: prob.sig, prob.mu, t_mat, k, sched, n_steps, eta)
 
 
 def _moment_errors(samples: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> tuple[float, float]:
