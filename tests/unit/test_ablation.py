@@ -65,7 +65,7 @@ def test_write_ablation_writes_tables_and_plots(tmp_path):
     write_ablation({("dds", "steps10"): _metrics(24.0, 10), ("dds", "steps25"): _metrics(26.0, 25),
                     ("diffusion_blend_pp", "steps10"): _metrics(25.0, 10)}, out, where="demo · sv8")
     md = out["steps_md"].read_text()
-    assert "| dds | 25 | **26.50** |" in md and "demo · sv8" in md
+    assert "| DDS | 25 | **26.50** |" in md and "demo · sv8" in md
     assert pd.read_csv(out["steps_csv"]).shape[0] == 3
     assert out["steps_png"].stat().st_size > 1000
     # no jump variants configured: the files still exist and say so
@@ -147,8 +147,8 @@ def test_mri_ablation_report_writes_table_and_plot(tmp_path):
     tables = mri_ablation_report(files, out, "b · first 1 test volume(s)")
     df = tables["steps"]
     assert list(df["steps"]) == [20, 60, 10] or sorted(df["steps"]) == [10, 20, 60]
-    assert set(df["method"]) == {"score Alg. 2 · gaussian1d-R4-acs0.12-magnitude",
-                                 "score Alg. 4 · gaussian1d-R4-acs0.12-multicoil"}
+    assert set(df["method"]) == {"score-MRI Alg. 2 · gaussian1d-R4-acs0.12-magnitude",
+                                 "score-MRI Alg. 4 · gaussian1d-R4-acs0.12-multicoil"}
     text = out["steps_md"].read_text()
     assert text.startswith("**MRI ablation: PSNR and SSIM vs number of steps N") and "**24.00**" in text
     assert out["steps_png"].stat().st_size > 5000

@@ -160,3 +160,16 @@ def test_workflow_method_lists_and_gpu_requests_follow_the_registry(toy_method):
 def test_module_entry_point_prints_the_docs_table():
     out = subprocess.run([sys.executable, "-m", "diffrecon.methods"], capture_output=True, text=True, check=True)
     assert out.stdout == methods.markdown_table()
+
+
+def test_labels_are_the_papers_names_and_unique_per_modality():
+    assert methods.get("fbp_unet").display == "FBP-UNet" and methods.get("dds_2d").display == "DDS 2D"
+    assert methods.get("diffusion_blend_pp").display == "DiffusionBlend++" and methods.get("varnet").display == "E2E-VarNet"
+    assert methods.label("dps") == methods.label("dps_ct") == "DPS"       # one solver, one printed name
+    assert methods.label("not_a_method") == "not_a_method"
+    for modality in ("mri", "ct"):
+        shown = [methods.get(n).display for n in methods.names(modality)]
+        assert len(shown) == len(set(shown))
+    with pytest.raises(ValueError, match="label 'DDS' is already dds's"):
+        methods.register(Method("dds_copy", "ct", "diffusion", "diffrecon.methods.ct_diffusion", "copy", label="DDS"))
+    assert "dds_copy" not in methods.METHODS

@@ -148,6 +148,9 @@ def test_write_table_files(tmp_path, summary):
     assert "**26.00" not in md and "**33.00" not in md and "**0.910" not in md and "**–**" not in md
     header = next(line for line in md.splitlines() if line.startswith("| Method"))
     assert "knee" in header and "x4" in header and "PSNR" in header and "SSIM" in header
+    rows = [line.split(" | ")[0].lstrip("| ") for line in md.splitlines() if line.startswith("| ") and "Method" not in line]
+    assert "DPS" in rows and "zf" in rows and "dps" not in rows     # printed names (unregistered: as given)
+    assert set(flat["method"]) >= {"dps", "zf"}                     # the CSV keeps the keys
 
     tex = paths["tex"].read_text(encoding="utf-8")
     for token in (r"\toprule", r"\midrule", r"\bottomrule", r"\multicolumn", r"\caption"):
@@ -155,6 +158,7 @@ def test_write_table_files(tmp_path, summary):
     assert r"\textbf{31.00 $\pm$ 1.00}" in tex
     assert r"data\_range" in tex  # underscore escaped
     assert "±" not in tex
+    assert "\nDPS & " in tex and "\nzf & " in tex
 
 
 # ----------------------------------------------------------------------------- figures
@@ -270,7 +274,7 @@ def test_runtime_table_counts_each_case_once(tmp_path):
     assert table.loc["dds", ("d", "sv8", "NFE")] == 50.0 and pd.isna(table.loc["fbp", ("d", "sv8", "NFE")])
     write_runtime_table(table, tmp_path / "r.csv", tmp_path / "r.md", "ct")
     md = (tmp_path / "r.md").read_text()
-    assert "| dds | 15.00 | 50 |" in md and "| fbp | 2.00 | – |" in md
+    assert "| DDS | 15.00 | 50 |" in md and "| FBP | 2.00 | – |" in md   # printed names
 
 
 def test_compare_results_finds_differences(tmp_path):

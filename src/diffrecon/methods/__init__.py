@@ -23,7 +23,7 @@ import importlib
 from dataclasses import dataclass, field
 
 __all__ = ["Method", "METHODS", "KINDS", "MODELS", "register", "get", "names", "learned", "sampling",
-           "resolve_params", "build_runner", "markdown_table"]
+           "resolve_params", "build_runner", "markdown_table", "label"]
 
 #: classical: no training; supervised: a network trained on (measurement, target) pairs;
 #: diffusion: samples a generative prior.
@@ -66,6 +66,9 @@ class Method:
     #: further trained models, by parameter name: the workflow passes each one's checkpoint stem
     #: as that parameter (TPDM: ``axial_model`` → ``ct_slice``)
     extra_models: dict = field(default_factory=dict)
+    #: the name the papers print in their tables and figures (one solver may carry the same
+    #: label in both modalities: ``dps`` and ``dps_ct`` are both "DPS")
+    label: str = ""
 
     def __post_init__(self):
         if self.modality not in ("mri", "ct"):
@@ -75,6 +78,11 @@ class Method:
         for model in (self.model, *self.extra_models.values()):
             if model is not None and model not in MODELS:
                 raise ValueError(f"method {self.name}: model '{model}' is not one of {', '.join(MODELS)}")
+
+    @property
+    def display(self) -> str:
+        """The label of tables and figures (the name when no label is set)."""
+        return self.label or self.name
 
     @property
     def learned(self) -> bool:
@@ -102,6 +110,10 @@ def register(method: Method) -> Method:
     """Add ``method`` to :data:`METHODS` (a name may be registered once)."""
     if method.name in METHODS:
         raise ValueError(f"method '{method.name}' is already registered")
+    twin = [m.name for m in METHODS.values() if m.modality == method.modality and m.display == method.display]
+    if twin:
+        raise ValueError(f"method '{method.name}': label '{method.display}' is already {twin[0]}'s "
+                         f"({method.modality.upper()} tables need one row name per method)")
     METHODS[method.name] = method
     return method
 
@@ -109,50 +121,50 @@ def register(method: Method) -> Method:
 for _m in (
     # ------------------------------------------------------------------------------------ MRI
     Method("zero_filled", "mri", "classical", "diffrecon.methods.zero_filled",
-           "magnitude of F⁻¹y (RSS over coils)"),
+           "magnitude of F⁻¹y (RSS over coils)", label="Zero-filled"),
     Method("tv", "mri", "classical", "diffrecon.methods.tv",
            "total variation, sigpy PDHG; multi-coil maps by ESPIRiT from the ACS",
-           defaults={"lam": 0.01, "iterations": 300, "seed": 0}),
+           defaults={"lam": 0.01, "iterations": 300, "seed": 0}, label="TV"),
     Method("unet", "mri", "supervised", "diffrecon.methods.unet",
            "fastMRI U-Net on the zero-filled magnitude (instance-normalised), one per mask family", model="unet",
-           defaults={"batch_limit": 64}),
+           defaults={"batch_limit": 64}, label="U-Net"),
     Method("score", "mri", "diffusion", "diffrecon.methods.score",
            "score-MRI, Algorithm 2 / 3 / 4 (SSOS) by coil mode", model="score_mri",
            defaults={"n_steps": 2000, "snr": 0.16, "n_samples": 1, "batch_limit": 256},
-           paper_steps={None: 2000, "multicoil": 500}),
+           paper_steps={None: 2000, "multicoil": 500}, label="score-MRI"),
     Method("score_hybrid", "mri", "diffusion", "diffrecon.methods.score",
            "score-MRI, Algorithm 5 (hybrid SENSE, ESPIRiT maps from the ACS)", model="score_mri",
            defaults={"n_steps": 500, "snr": 0.16, "n_samples": 1, "batch_limit": 256},
-           coil_modes=("multicoil",), paper_steps={None: 500}),
+           coil_modes=("multicoil",), paper_steps={None: 500}, label="score-MRI (hybrid)"),
     # ------------------------------------------------------------------------------------- CT
-    Method("fbp", "ct", "classical", "diffrecon.methods.fbp", "filtered backprojection (Ram-Lak), ASTRA"),
+    Method("fbp", "ct", "classical", "diffrecon.methods.fbp", "filtered backprojection (Ram-Lak), ASTRA", label="FBP"),
     Method("fbp_unet", "ct", "supervised", "diffrecon.methods.fbp_unet",
-           "residual U-Net on the FBP, one per setting", model="fbp_unet"),
+           "residual U-Net on the FBP, one per setting", model="fbp_unet", label="FBP-UNet"),
     Method("dds_2d", "ct", "diffusion", "diffrecon.methods.ct_diffusion",
            "DDS 2-D: slice prior, DDIM, proximal CG (I + γAᵀA)x = x̂0 + γAᵀy",
            model="ct_slice",
            defaults={"n_steps": 50, "eta": 0.85, "dc": "proximal", "gamma": 1.0, "cg_iter": 5,
-                     "dc_scale": "original"}, paper_steps={None: 50}),
+                     "dc_scale": "original"}, paper_steps={None: 50}, label="DDS 2D"),
     Method("dds", "ct", "diffusion", "diffrecon.methods.ct_diffusion",
            "DDS: slice prior, DDIM, one ADMM z-TV iteration per step", model="ct_slice",
            defaults={"n_steps": 50, "eta": 0.85, "rho": 10.0, "lam": 0.04, "lam_limited_angle": 0.4,
-                     "cg_iter": 5, "dc_scale": "original"}, paper_steps={None: 50}),
+                     "cg_iter": 5, "dc_scale": "original"}, paper_steps={None: 50}, label="DDS"),
     Method("diffusion_mbir", "ct", "diffusion", "diffrecon.methods.ct_diffusion",
            "DiffusionMBIR: VE slice prior, predictor-corrector, ADMM z-TV (1 CG)", model="ct_score",
            defaults={"n_steps": 2000, "snr": 0.16, "rho": 10.0, "lam": 0.04, "cg_iter": 1,
-                     "langevin_batch": 12, "dc_scale": "original"}, paper_steps={None: 2000}),
+                     "langevin_batch": 12, "dc_scale": "original"}, paper_steps={None: 2000}, label="DiffusionMBIR"),
     Method("diffusion_blend", "ct", "diffusion", "diffrecon.methods.ct_diffusion",
            "DiffusionBlend: 3-slice patch prior, adjacent partitions, DDIM + ADMM z-TV", model="ct_patch",
-           defaults={**_BLEND, "jump_every": 0}, paper_steps={None: 200}),
+           defaults={**_BLEND, "jump_every": 0}, paper_steps={None: 200}, label="DiffusionBlend"),
     Method("diffusion_blend_pp", "ct", "diffusion", "diffrecon.methods.ct_diffusion",
            "DiffusionBlend++: adjacent and jump-3 partitions alternating", model="ct_patch",
-           defaults={**_BLEND, "jump_every": 2, "jump": 3}, paper_steps={None: 200}),
+           defaults={**_BLEND, "jump_every": 2, "jump": 3}, paper_steps={None: 200}, label="DiffusionBlend++"),
     Method("tpdm", "ct", "diffusion", "diffrecon.methods.tpdm",
            "TPDM: axial and perpendicular slice priors alternated (auxiliary with probability 1/K), "
            "DDIM, proximal CG", model="ct_slice_perp", extra_models={"axial_model": "ct_slice"},
            defaults={"n_steps": 50, "eta": 0.85, "aux_every": 2.7, "alternation": "random",
                      "perp_plane": "coronal", "dc": "proximal", "gamma": 1.0, "cg_iter": 5,
-                     "dc_scale": "original"}, paper_steps={None: 50}),
+                     "dc_scale": "original"}, paper_steps={None: 50}, label="TPDM"),
 ):
     register(_m)
 
@@ -164,23 +176,23 @@ _DIFFPIR = {"n_steps": 100, "lam": 7.0, "zeta": 0.3, "sigma_n": 0.001, "cg_iter"
 for _m in (
     Method("dps", "mri", "diffusion", "diffrecon.methods.solvers",
            "DPS: VE prior, ancestral step − ζ∇‖y − A x̂0‖ through the network; SENSE with ESPIRiT maps multi-coil",
-           model="score_mri", defaults=_DPS, paper_steps={None: 1000}),
+           model="score_mri", defaults=_DPS, paper_steps={None: 1000}, label="DPS"),
     Method("diffpir", "mri", "diffusion", "diffrecon.methods.solvers",
            "DiffPIR: VE prior, proximal data step on x̂0 (ρ = λσ_n²/σ²), re-noising with ζ",
-           model="score_mri", defaults=_DIFFPIR, paper_steps={None: 100}),
+           model="score_mri", defaults=_DIFFPIR, paper_steps={None: 100}, label="DiffPIR"),
     Method("dps_ct", "ct", "diffusion", "diffrecon.methods.solvers",
            "DPS: slice prior, DDPM step − ζ∇‖y − A x̂0‖ through the network", model="ct_slice",
-           defaults=_DPS, paper_steps={None: 1000}),
+           defaults=_DPS, paper_steps={None: 1000}, label="DPS"),
     Method("diffpir_ct", "ct", "diffusion", "diffrecon.methods.solvers",
            "DiffPIR: slice prior, proximal CG (AᵀA + ρ)u = Aᵀy + ρ û0, re-noising with ζ", model="ct_slice",
-           defaults=_DIFFPIR, paper_steps={None: 100}),
+           defaults=_DIFFPIR, paper_steps={None: 100}, label="DiffPIR"),
 ):
     register(_m)
 
 # E2E-VarNet (fastMRI's VarNet with its sensitivity network), a multi-coil MRI baseline
 register(Method("varnet", "mri", "supervised", "diffrecon.methods.varnet",
                 "E2E-VarNet (fastMRI): cascades of k-space DC + U-Net, learned coil maps; one per mask family",
-                model="varnet", defaults={"batch_limit": 8}, coil_modes=("multicoil",)))
+                model="varnet", defaults={"batch_limit": 8}, coil_modes=("multicoil",), label="E2E-VarNet"))
 
 
 def get(name: str, modality: str | None = None) -> Method:
@@ -236,10 +248,16 @@ def build_runner(name: str, problem, params: dict | None = None, model=None):
     return importlib.import_module(method.module).build(method, problem, resolved, model)
 
 
+def label(name: str) -> str:
+    """The printed name of method ``name`` (``name`` itself when it is not a registered method)."""
+    method = METHODS.get(name)
+    return method.display if method is not None else str(name)
+
+
 def markdown_table() -> str:
     """The docs' method table (``docs/methods.md``), generated from :data:`METHODS`."""
-    rows = ["| method | modality | kind | trained model | what it does |", "|---|---|---|---|---|"]
+    rows = ["| method | printed as | modality | kind | trained model | what it does |", "|---|---|---|---|---|---|"]
     for m in METHODS.values():
         model = f"`{m.model}`" if m.model else "–"
-        rows.append(f"| `{m.name}` | {m.modality.upper()} | {m.kind} | {model} | {m.summary} |")
+        rows.append(f"| `{m.name}` | {m.display} | {m.modality.upper()} | {m.kind} | {model} | {m.summary} |")
     return "\n".join(rows) + "\n"

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from diffrecon.methods import label as method_label
+
 __all__ = ["VARIANT", "ablation_variants", "parse_variant", "variant_params", "ablation_tables", "write_ablation"]
 
 VARIANT = re.compile(r"^(steps|jump)([0-9]+)$")
@@ -109,7 +111,7 @@ def _markdown(df: pd.DataFrame, keys: Sequence[str], caption: str) -> str:
     lines = [caption, "", "| " + " | ".join(header) + " |", "|" + ":---|" * len(keys) + "---:|" * (len(header) - len(keys))]
     best = {c: df[c].max() for c in df.columns if c.startswith(("psnr_", "ssim_"))}
     for _, r in df.iterrows():
-        cells = [str(r[k]) for k in keys]
+        cells = [method_label(r[k]) if k == "method" else str(r[k]) for k in keys]
         for c in [f"psnr_{v}" for v in views] + [f"ssim_{v}" for v in views]:
             text = f"{r[c]:.2f}" if c.startswith("psnr") else f"{r[c]:.3f}"
             cells.append(f"**{text}**" if np.isclose(r[c], best[c]) else text)
@@ -133,7 +135,7 @@ def _plot(df: pd.DataFrame, x: str, out_png, title: str, xlabel: str, by_method:
         views = views[:1]  # PSNR from one volume MSE: the same in every view
     for name, g in groups:
         for v in views:
-            label = " · ".join(t for t in (name, v if len(views) > 1 else "") if t) or "PSNR"
+            label = " · ".join(t for t in (method_label(name), v if len(views) > 1 else "") if t) or "PSNR"
             ax.plot(g[x], g[f"psnr_{v}"], marker="o", label=label)
             if ssim:
                 ax2.plot(g[x], g[f"ssim_{v}"], marker="o", label=label)

@@ -5,7 +5,8 @@ Pipeline flow::
     metrics.csv (one per table cell, columns diffrecon.metrics.CASE_COLUMNS)
         -> pandas.concat -> summarize() -> paper_table() / write_table()
 
-A paper table has one row per method and a three-level column header
+A paper table has one row per method (written as the papers print its name,
+:attr:`diffrecon.methods.Method.label`; the CSV keeps the method names) and a three-level column header
 ``(dataset, setting, metric)`` with ``metric`` in ``("PSNR", "SSIM")``; each
 cell reads ``"mean ± std"`` over the test cases of that cell.
 """
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from diffrecon.methods import label as method_label
 
 __all__ = [
     "GROUP_COLUMNS",
@@ -245,7 +248,7 @@ def _write_markdown(path: Path, text: pd.DataFrame, best: pd.DataFrame, caption:
     lines = [caption, "", "| " + " | ".join(_md_escape(h) for h in header) + " |"]
     lines.append("|" + "|".join([":---"] + ["---:"] * len(text.columns)) + "|")
     for method in text.index:
-        cells = [_md_escape(method)]
+        cells = [_md_escape(method_label(method))]
         for col in text.columns:
             cell = _md_escape(text.loc[method, col])
             cells.append(f"**{cell}**" if best.loc[method, col] else cell)
@@ -315,7 +318,7 @@ def _write_latex(path: Path, text: pd.DataFrame, best: pd.DataFrame, caption: st
     lines.append(" & ".join(["Method"] + [_tex_escape(m) for _, _, m in text.columns]) + r" \\")
     lines.append(r"\midrule")
     for method in text.index:
-        cells = [_tex_escape(method)]
+        cells = [_tex_escape(method_label(method))]
         for col in text.columns:
             cell = _tex_escape(text.loc[method, col])
             cells.append(rf"\textbf{{{cell}}}" if best.loc[method, col] else cell)
@@ -424,5 +427,5 @@ def write_runtime_table(table: pd.DataFrame, out_csv, out_md, modality: str, not
     for method, row in table.iterrows():
         cells = [MISSING if pd.isna(v) else (f"{v:.0f}" if q == "NFE" else f"{v:.2f}")
                  for (_, _, q), v in zip(table.columns, row)]
-        lines.append("| " + " | ".join([_md_escape(method), *cells]) + " |")
+        lines.append("| " + " | ".join([_md_escape(method_label(method)), *cells]) + " |")
     Path(out_md).write_text("\n".join(lines) + "\n")

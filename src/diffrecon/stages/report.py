@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from diffrecon.io import read_attrs, read_cases, read_mask
+from diffrecon.methods import label
 
 def summarize_metrics(metrics_files, out_summary, out_cases):
     """Concatenate per-case metrics of every cell; write all rows and the per-cell summary."""
@@ -72,7 +73,7 @@ def setting_figure(target_path, measurements_path, recon_paths: dict, out_png, c
     targets = read_cases(target_path, "target")
     case = list(targets)[min(case_index, len(targets) - 1)]
     target = targets[case]
-    recons = {m: read_cases(p, "reconstruction")[case] for m, p in recon_paths.items()}
+    recons = {label(m): read_cases(p, "reconstruction")[case] for m, p in recon_paths.items()}
     title = f"{attrs['dataset']} · {attrs['setting']} · {case}"
     if attrs["modality"] == "ct":
         metrics = {m: ct_view_metrics(target, r) for m, r in recons.items()}
@@ -100,7 +101,7 @@ def posterior_figure(target_path, recon_path, out_png, case_index: int = 0):
     attrs = read_attrs(recon_path)
     params = json.loads(attrs.get("params", "{}"))
     k = mean.shape[0] // 2
-    title = f"{attrs['method']} · {attrs['setting']} · {case} · slice {k}"
+    title = f"{label(attrs['method'])} · {attrs['setting']} · {case} · slice {k}"
     return uncertainty_figure(targets[case][k], mean[k], std[k], out_png, n_samples=params.get("n_samples"), title=title)
 
 
@@ -125,8 +126,8 @@ def mri_ablation_report(metrics_files: dict, out: dict, where: str = ""):
     metrics = {}
     for (setting, method, variant), path in metrics_files.items():
         coil = MRISetting.parse(setting).coil_mode
-        label = f"{method} {algorithm[coil] if method == 'score' else 'Alg. 5'} · {setting}"
-        metrics[(label, variant)] = pd.read_csv(path)
+        curve = f"{label('score')} {algorithm[coil] if method == 'score' else 'Alg. 5'} · {setting}"
+        metrics[(curve, variant)] = pd.read_csv(path)
     return write_ablation(metrics, out, where, modality="mri")
 
 
@@ -147,7 +148,7 @@ def prospective_figure(measurements_path, recon_paths: dict, out_png, case_index
     zf = ifft2c(torch.from_numpy(kspace[case][k])).numpy()
     zf = np.sqrt((np.abs(zf) ** 2).sum(axis=0)) if zf.ndim == 3 else np.abs(zf)
     images = {"zero-filled input": zf}
-    images.update({m: read_cases(p, "reconstruction")[case][k] for m, p in recon_paths.items()})
+    images.update({label(m): read_cases(p, "reconstruction")[case][k] for m, p in recon_paths.items()})
     r_eff = mask.size / max(float(mask.sum()), 1.0)
     return reconstructions_figure(images, out_png, measurement=mask, measurement_label=f"own mask (R_eff = {r_eff:.2f})",
                                   title=f"{attrs['dataset']} · {attrs['setting']} · {case} · slice {k} (no reference)")
