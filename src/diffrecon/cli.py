@@ -79,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="mri: " + " | ".join(methods.names("mri")) + ";  ct: " + " | ".join(methods.names("ct")))
     r.add_argument("--model", type=Path, help="checkpoint (.safetensors + .json sidecar) of a learned method, "
                                               "e.g. weights/score_mri_demo_brain.safetensors")
+    for key, want in sorted({k: v for m in methods.METHODS.values() for k, v in m.extra_models.items()}.items()):
+        users = ", ".join(m.name for m in methods.METHODS.values() if key in m.extra_models)
+        r.add_argument("--" + key.replace("_", "-"), type=Path, dest=key,
+                       help=f"{users}: checkpoint of the second prior ({methods.MODELS[want]})")
     r.add_argument("--output", "-o", type=Path, required=True, help="output .h5 ('reconstruction' (S, H, W))")
     r.add_argument("--preview", type=Path, help="also write a PNG preview of the middle slice")
     r.add_argument("--seed", type=int, default=0, help="seed of the mask / noise / sampler")
@@ -362,45 +366,58 @@ def _checkpoint_kind(meta: dict) -> str | None:
 
 
 def check_model(args, method) -> Path | None:
-    """The --model checkpoint of a learned method: present, its .sha256 (if any) matching, a
-    readable safetensors file with a sidecar, of the kind the method needs. Returns its stem."""
+    """The --model checkpoint of a learned method (and the checkpoints of its ``extra_models``,
+    e.g. TPDM's --axial-model): present, its .sha256 (if any) matching, a readable safetensors
+    file with a sidecar, of the kind the method needs. Returns the --model stem; the extra stems
+    are set on ``args`` (``args.extra_models``, parameter → stem)."""
+    args.extra_models = {}
     if not method.learned:
         return None
+    for key, want in method.extra_models.items():
+        flag = "--" + key.replace("_", "-")
+        path = getattr(args, key, None)
+        if path is None:
+            raise UsageError(f"--method {args.method} needs {flag} (a trained {methods.MODELS[want]})")
+        args.extra_models[key] = str(_check_checkpoint(path, flag, want, args.method))
     if args.model is None:
         raise UsageError(f"--method {args.method} needs --model (a trained {methods.MODELS[method.model]})")
+    return _check_checkpoint(args.model, "--model", method.model, args.method)
+
+
+def _check_checkpoint(path: Path, flag: str, want: str, method_name: str) -> Path:
     from diffrecon.models.checkpoint import verify_sha256_file
 
-    weights = args.model if args.model.suffix == ".safetensors" else args.model.with_suffix(".safetensors")
+    weights = path if path.suffix == ".safetensors" else path.with_suffix(".safetensors")
     sidecar, sums = weights.with_suffix(".json"), weights.with_suffix(".sha256")
     if not weights.is_file():
-        raise UsageError(f"--model {weights}: checkpoint not found")
+        raise UsageError(f"{flag} {weights}: checkpoint not found")
     if sums.is_file():
         try:
             verify_sha256_file(weights)
         except ValueError as exc:
-            raise UsageError(f"--model {exc}") from None
+            raise UsageError(f"{flag} {exc}") from None
     try:
         from safetensors import safe_open
 
         with safe_open(str(weights), "pt") as f:
             f.keys()
     except Exception as exc:   # the library raises its own error type on a bad header
-        raise UsageError(f"--model {weights}: not a readable safetensors file ({str(exc).splitlines()[0]})") from None
+        raise UsageError(f"{flag} {weights}: not a readable safetensors file ({str(exc).splitlines()[0]})") from None
     if not sidecar.is_file():
-        raise UsageError(f"--model {weights}: sidecar {sidecar.name} not found (a checkpoint is .safetensors + .json)")
+        raise UsageError(f"{flag} {weights}: sidecar {sidecar.name} not found (a checkpoint is .safetensors + .json)")
     try:
         meta = json.loads(sidecar.read_text())
         if not isinstance(meta, dict):
             raise ValueError("not a JSON object")
     except ValueError as exc:
-        raise UsageError(f"--model {sidecar}: not a readable JSON sidecar ({exc})") from None
+        raise UsageError(f"{flag} {sidecar}: not a readable JSON sidecar ({exc})") from None
     if not meta.get("sha256") and not sums.is_file():
-        print(f"diffrecon: warning: --model {weights}: no checksum ({sums.name} or sha256 in {sidecar.name}); "
+        print(f"diffrecon: warning: {flag} {weights}: no checksum ({sums.name} or sha256 in {sidecar.name}); "
               "not verified", file=sys.stderr)
     kind = _checkpoint_kind(meta)
-    if kind in methods.MODELS and kind != method.model:
-        raise UsageError(f"--model {weights}: a {kind} checkpoint; --method {args.method} needs a {method.model} "
-                         f"checkpoint ({methods.MODELS[method.model]})")
+    if kind in methods.MODELS and kind != want:
+        raise UsageError(f"{flag} {weights}: a {kind} checkpoint; --method {method_name} needs a {want} "
+                         f"checkpoint ({methods.MODELS[want]})")
     return weights.with_suffix("")
 
 
@@ -414,7 +431,7 @@ def _method_params(args) -> dict:
             return {"n_steps": args.steps, "n_samples": args.samples, "snr": args.snr, "seed": args.seed,
                     "precision": args.precision, **budget}
         return {}
-    out = {"n_threads": args.threads}
+    out = {"n_threads": args.threads, **getattr(args, "extra_models", {})}
     if sampling:
         out["seed"] = args.seed
         out["precision"] = args.precision

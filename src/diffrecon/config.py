@@ -216,7 +216,7 @@ def validate_config(config: dict, schema_path=SCHEMA) -> dict:
             if prior_kind(method) not in (config.get("ct_priors") or {}):
                 raise ConfigError(f"config: ct.ablation: '{method}' needs the prior ct_priors.{prior_kind(method)}")
     for kind, prior in (config.get("ct_priors") or {}).items():
-        if not config.get("retrain") and not prior.get("weights") and kind != "slice_perp":   # slice_perp: always trained
+        if not config.get("retrain") and not prior.get("weights") and kind != "slice_perp":   # slice_perp: trained when not shipped
             raise ConfigError(f"config: ct_priors.{kind}.weights: no shipped weights given; set them or retrain: true")
         if prior["dataset"] not in datasets or datasets[prior["dataset"]]["modality"] != "ct":
             raise ConfigError(f"config: ct_priors.{kind}.dataset: '{prior['dataset']}' is not a CT dataset")

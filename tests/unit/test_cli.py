@@ -409,6 +409,22 @@ def test_ct_diffusion_method_with_own_checkpoint(capsys, tmp_path, ct_npy):
                         "--output", tmp_path / "none.h5")
     _assert_usage_error(rc, out, err, tmp_path / "none.h5", "--model")
 
+    # TPDM: the perpendicular prior as --model, the axial one as --axial-model (both checked)
+    cfg_perp = {**cfg, "z_window": 24, "model": {"channels": [8, 16], "attention": [False, False], "norm_num_groups": 4}}
+    train_ct_prior(manifest, cfg_perp, tmp_path / "perp_prior", "slice_perp", device="cpu", progress=False)
+    tpdm = ["reconstruct", ct_npy, "--modality", "ct", "--method", "tpdm", "--setting", "sv8", "--ddim-steps", "3"]
+    rc, out, err = _run(capsys, *tpdm, "--model", tmp_path / "perp_prior.safetensors", "--output", tmp_path / "t0.h5")
+    _assert_usage_error(rc, out, err, tmp_path / "t0.h5", "--axial-model", "axial slices")
+    rc, out, err = _run(capsys, *tpdm, "--model", tmp_path / "perp_prior.safetensors",
+                        "--axial-model", tmp_path / "perp_prior.safetensors", "--output", tmp_path / "t1.h5")
+    _assert_usage_error(rc, out, err, tmp_path / "t1.h5", "--axial-model", "ct_slice_perp checkpoint")
+    rc, out, err = _run(capsys, *tpdm, "--model", tmp_path / "perp_prior.safetensors",
+                        "--axial-model", tmp_path / "slice_prior.safetensors", "--output", tmp_path / "t2.h5")
+    assert rc == 0, err
+    rec, attrs = _read_recon(tmp_path / "t2.h5")
+    assert rec.shape == (27, 32, 32) and np.isfinite(rec).all() and attrs["method"] == "tpdm"
+    assert json.loads(attrs["sampler_params"])["axial_model"] == str(tmp_path / "slice_prior")
+
 
 # ============================================================= never destroys, never lies
 def test_output_equal_to_input_is_refused(capsys, tmp_path, mri_file):

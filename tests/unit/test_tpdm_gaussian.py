@@ -119,7 +119,7 @@ def tpdm_moments(prob: _Problem, sched: VPSchedule, n_steps: int, eta: float, us
 
 
 def _run(prob, sched, w, **kw):
-    cfg = TPDMConfig(**{"n_steps": 50, "eta": 0.85, "perp_plane": "sagittal", "gamma": GAMMA, "cg_iter": 20,
+    cfg = TPDMConfig(**{"n_steps": 50, "eta": 0.85, "perp_plane": "sagittal", "dc": "proximal", "gamma": GAMMA, "cg_iter": 20,
                         "batch_limit": 100000, "seed": 3, "progress": False, **kw})
     sampler = TPDMSampler(prob.axial_eps(sched.alphas_cumprod), prob.sagittal_eps(sched.alphas_cumprod), sched, cfg)
     return sampler.sample(prob.y(w), prob.operator(), (S, H, w)), sampler
@@ -183,3 +183,101 @@ def test_perp_eps_windows_average_and_planes():
     sampler = TPDMSampler(lambda v, t, _l: v, lambda v, t, _l: calls.append(v.shape) or torch.ones_like(v), VPSchedule(), cfg)
     assert torch.allclose(sampler.perp_eps(x, 10, "coronal"), torch.ones_like(x))
     assert all(s[1:] == (1, 24, 5) and s[0] <= 4 for s in calls) and sum(s[0] for s in calls) == 2 * 6
+
+
+# ------------------------------------------------------------------ DPS data consistency (the original's)
+class _SliceMatrixOp(LinearOperator):
+    """u (S, H, W) → a_s @ vec(u_s) per slice (S, m): differentiable (autograd reference)."""
+
+    def __init__(self, a):
+        self.a = a                                    # (S, m, H·W)
+
+    def A(self, u):  # noqa: N802
+        return torch.einsum("smd,sd->sm", self.a, u.reshape(u.shape[0], -1))
+
+    def A_adjoint(self, r):  # noqa: N802
+        return torch.einsum("smd,sm->sd", self.a, r).reshape(r.shape[0], *self.shape)
+
+
+def _nonlinear_eps(seed):
+    """A small nonlinear ε-'network' fn(x (B, 1, h, w), t, None), float64, differentiable, t-dependent."""
+    g = torch.Generator().manual_seed(seed)
+    k1, k2 = 0.3 * torch.randn(4, 1, 3, 3, generator=g, dtype=torch.float64), 0.3 * torch.randn(1, 4, 3, 3, generator=g, dtype=torch.float64)
+
+    def fn(x, t, _label):
+        h = torch.tanh(torch.nn.functional.conv2d(x, k1, padding=1) * (1 + t[:, None, None, None] / 1000))
+        return torch.nn.functional.conv2d(h, k2, padding=1) + 0.5 * x
+    return fn
+
+
+def _dps_case(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    s, h, w = 7, 4, 5
+    op = _SliceMatrixOp(torch.randn(s, 6, h * w, generator=g, dtype=torch.float64))
+    op.shape = (h, w)
+    y = torch.randn(s, 6, generator=g, dtype=torch.float64)
+    x = torch.randn(s, h, w, generator=g, dtype=torch.float64)
+    cfg = TPDMConfig(n_steps=2, eta=0.0, z_window=4, batch_limit=3, batch_limit_perp=2, zeta=0.3, progress=False)
+    return TPDMSampler(_nonlinear_eps(1), _nonlinear_eps(2), VPSchedule(), cfg), op, y, x
+
+
+def _eps_reference(sampler, x, t, plane):
+    """ε̂ of the whole volume, written plainly (axial slices, or z windows [0, 4) and [3, 7) averaged)."""
+    steps = lambda n: torch.full((n,), t, dtype=torch.long)            # noqa: E731
+    if plane == "axial":
+        return sampler.grad_axial(x[:, None], steps(x.shape[0]), None)[:, 0]
+    imgs = x.permute(1, 0, 2) if plane == "coronal" else x.permute(2, 0, 1)
+    out = torch.stack([sampler.grad_perp(imgs[:, lo:lo + 4][:, None], steps(imgs.shape[0]), None)[:, 0]
+                       for lo in (0, 3)])
+    full = torch.zeros_like(imgs)
+    full = full + torch.nn.functional.pad(out[0], (0, 0, 0, 3)) + torch.nn.functional.pad(out[1], (0, 0, 3, 0))
+    count = torch.tensor([1, 1, 1, 2, 1, 1, 1], dtype=x.dtype)
+    full = full / count[None, :, None]
+    return full.permute(1, 0, 2) if plane == "coronal" else full.permute(1, 2, 0)
+
+
+@pytest.mark.parametrize("plane", ["axial", "coronal", "sagittal"])
+def test_dps_gradient_is_the_autograd_gradient(plane):
+    """∇_x ‖y − A u(x̂_0(x))‖ of the sampler (no graph of the volume; chunked vector–Jacobian products
+    through overlapping z windows) equals autograd through the whole chain."""
+    sampler, op, y, x = _dps_case()
+    t = 600
+    a = sampler.schedule.alpha_bar(t)
+    eps = sampler.eps(x, t, plane)
+    x0, grad, f = sampler.dps_gradient(x, eps, t, plane, y, op)
+    xr = x.clone().requires_grad_(True)
+    er = _eps_reference(sampler, xr, t, plane)
+    fr = torch.linalg.vector_norm(op.A((xr - math.sqrt(1 - a) * er) / math.sqrt(a) / 2 + 0.5) - y)
+    fr.backward()
+    assert torch.allclose(eps, er.detach(), atol=1e-12)
+    assert f == pytest.approx(float(fr.detach()), rel=1e-12)
+    assert torch.allclose(grad, xr.grad, rtol=1e-10, atol=1e-12)
+    assert float(grad.norm()) > 0.1
+
+
+def test_dps_sampler_steps_are_ddim_minus_zeta_gradient():
+    """Two steps (η = 0), written out: x_{t1} = DDIM(x̂_0, ε̂) − ζ∇f at x_T, then u = (x̂_0(x_{t1}) + 1)/2
+    (the auxiliary prior on the first step, coronal); the residual norms recorded per step."""
+    from diffrecon.diffusion.vp import ddim_step
+
+    sampler, op, y, _ = _dps_case()
+    sampler.cfg.aux_every, sampler.cfg.alternation = 1, "periodic"                 # every step auxiliary
+    shape = (7, 4, 5)
+    out = sampler.sample(y, op, shape)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(sampler.cfg.seed), dtype=torch.float64)
+    t0, t1 = sampler.schedule.timesteps(2)
+    fs = []
+    for t, nxt in ((t0, t1), (t1, None)):
+        xr = x.clone().requires_grad_(True)
+        a = sampler.schedule.alpha_bar(t)
+        er = _eps_reference(sampler, xr, t, "coronal")
+        x0 = (xr - math.sqrt(1 - a) * er) / math.sqrt(a)
+        f = torch.linalg.vector_norm(op.A((x0 + 1) / 2) - y)
+        fs.append(float(f.detach()))
+        if nxt is None:
+            ref = ((x0 + 1) / 2).detach()
+            break
+        f.backward()
+        x = ddim_step(x0.detach(), er.detach(), sampler.schedule.alpha_bar(nxt), 0.0) - 0.3 * xr.grad
+    assert torch.allclose(out, ref, rtol=1e-9, atol=1e-11)
+    assert sampler.residuals == pytest.approx(fs, rel=1e-9) and sampler.aux_used == 2

@@ -72,7 +72,7 @@ def test_tpdm_runs_through_the_pipeline(thorax, tmp_path):
     train_ct_prior(thorax, {"model": TINY_NET, "train": small}, tmp_path / "axial", "slice", device="cpu",
                    progress=False)
     params = {"n_steps": 6, "aux_every": 2, "alternation": "periodic", "progress": False, "n_threads": 1,
-              "batch_limit": 5, "axial_model": str(tmp_path / "axial")}
+              "batch_limit": 5, "axial_model": str(tmp_path / "axial"), "dc": "proximal"}
     reconstruct(tmp_path / "meas.h5", "tpdm", tmp_path / "recon.h5", params, model=tmp_path / "perp")
     with h5py.File(tmp_path / "recon.h5") as f:
         (case,) = list(f["cases"])
@@ -86,6 +86,14 @@ def test_tpdm_runs_through_the_pipeline(thorax, tmp_path):
     assert rec.shape == (27, 16, 16) and np.isfinite(rec).all()
     with ParallelBeamCT(setting.geometry(16), n_threads=1) as op:
         assert np.linalg.norm(op.forward_np(rec) - sino) < 0.9 * np.linalg.norm(sino)
+    # the original's data consistency (the default): DPS through both priors, ζ unconverted
+    reconstruct(tmp_path / "meas.h5", "tpdm", tmp_path / "dps.h5", {k: v for k, v in params.items() if k != "dc"},
+                model=tmp_path / "perp")
+    with h5py.File(tmp_path / "dps.h5") as f:
+        used = json.loads(f.attrs["sampler_params"])
+        rec = f["cases"][case]["reconstruction"][()]
+        assert f["cases"][case].attrs["nfe"] == 6
+    assert used["dc"] == "dps" and used["zeta"] == 0.1 and rec.shape == (27, 16, 16) and np.isfinite(rec).all()
     with pytest.raises(ValueError, match="axial_model"):
         reconstruct(tmp_path / "meas.h5", "tpdm", tmp_path / "bad.h5", {**params, "axial_model": None},
                     model=tmp_path / "perp")

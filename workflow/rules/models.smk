@@ -48,10 +48,15 @@ elif config.get("score_mri"):
             "../scripts/install_weights.py"
 
 
-if config.get("ct_priors") and config["retrain"]:
+#: CT priors trained here: every one with retrain, else those without shipped weights (only
+#: TPDM's perpendicular prior may lack them); the others are installed from weights/.
+CT_TRAINED = [k for k, c in (config.get("ct_priors") or {}).items() if config["retrain"] or not c.get("weights")]
+CT_SHIPPED = [k for k in (config.get("ct_priors") or {}) if k not in CT_TRAINED]
+
+if CT_TRAINED:
 
     rule train_ct_prior:
-        """Train one CT prior (patch, slice or score) on the train split of its dataset."""
+        """Train one CT prior (patch, slice, score or slice_perp) on the train split of its dataset."""
         input:
             manifest=f"{RESULTS}/data/ct/{{dataset}}/manifest.json",
         output:
@@ -60,7 +65,7 @@ if config.get("ct_priors") and config["retrain"]:
         log:
             "logs/train_ct_prior/{kind}_{dataset}.log",
         wildcard_constraints:
-            kind="patch|slice|score",
+            kind="|".join(CT_TRAINED),
         threads: THREADS
         priority: PRIORITY_LONG
         resources:
@@ -74,7 +79,7 @@ if config.get("ct_priors") and config["retrain"]:
         script:
             "../scripts/train.py"
 
-elif config.get("ct_priors"):
+if CT_SHIPPED:
 
     rule install_weights_ct_prior:
         """Copy one shipped CT prior after checking its sha256."""
@@ -87,38 +92,11 @@ elif config.get("ct_priors"):
             "logs/install_weights_ct_prior/{kind}_{dataset}.log",
         priority: PRIORITY_UNLOCKS
         wildcard_constraints:
-            kind="patch|slice|score",
+            kind="|".join(CT_SHIPPED),
         conda:
             ENV
         script:
             "../scripts/install_weights.py"
-
-
-if (config.get("ct_priors") or {}).get("slice_perp"):
-
-    rule train_ct_prior_perp:
-        """Train TPDM's perpendicular prior (no shipped weights: trained whether or not retrain is set)."""
-        input:
-            manifest=f"{RESULTS}/data/ct/{{dataset}}/manifest.json",
-        output:
-            weights=f"{RESULTS}/models/ct_{{kind}}/{{dataset}}/model.safetensors",
-            sidecar=f"{RESULTS}/models/ct_{{kind}}/{{dataset}}/model.json",
-        log:
-            "logs/train_ct_prior/{kind}_{dataset}.log",
-        wildcard_constraints:
-            kind="slice_perp",
-        threads: THREADS
-        priority: PRIORITY_LONG
-        resources:
-            gpu=lambda w: train_gpus(config["ct_priors"][w.kind]),
-            runtime=720,
-        params:
-            model="ct_prior",
-            cfg=lambda w: config["ct_priors"][w.kind],
-        conda:
-            ENV
-        script:
-            "../scripts/train.py"
 
 
 rule train_unet:

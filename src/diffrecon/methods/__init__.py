@@ -161,9 +161,10 @@ for _m in (
            defaults={**_BLEND, "jump_every": 2, "jump": 3}, paper_steps={None: 200}, label="DiffusionBlend++"),
     Method("tpdm", "ct", "diffusion", "diffrecon.methods.tpdm",
            "TPDM: axial and perpendicular slice priors alternated (auxiliary with probability 1/K), "
-           "DDIM, proximal CG", model="ct_slice_perp", extra_models={"axial_model": "ct_slice"},
+           "DDIM, DPS gradient through the prior (ζ = 4·0.025 on the VP state)", model="ct_slice_perp",
+           extra_models={"axial_model": "ct_slice"},
            defaults={"n_steps": 50, "eta": 0.85, "aux_every": 2.7, "alternation": "random",
-                     "perp_plane": "coronal", "dc": "proximal", "gamma": 1.0, "cg_iter": 5,
+                     "perp_plane": "coronal", "dc": "dps", "zeta": 0.1, "gamma": 1.0, "cg_iter": 5,
                      "dc_scale": "original"}, paper_steps={None: 50}, label="TPDM"),
 ):
     register(_m)

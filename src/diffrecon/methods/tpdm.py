@@ -4,7 +4,9 @@
 The workflow passes the perpendicular prior as the method's model and the axial one as the
 parameter ``axial_model`` (a checkpoint stem; :attr:`~diffrecon.methods.Method.extra_models`).
 Both are VP ε-networks (the original's are VE NCSN++ score networks; the project's axial VP
-prior is shared with DDS). Parameters: the sampler's fields
+prior is shared with DDS). Data consistency as the original: DPS (``dc: dps``, ζ on the VP
+state, no operator-scale conversion: the original differentiates through its own forward model,
+whose gradient is its true adjoint); ``dc: proximal`` gives DDS-2D's proximal CG instead. Parameters: the sampler's fields
 (:class:`~diffrecon.samplers.tpdm.TPDMConfig`; ``z_window`` defaults to the perpendicular
 prior's training window), ``precision``, ``device``, ``n_threads``, ``batch_limit`` or
 ``memory_budget_gb`` (then each network measured at its own image size:
@@ -52,8 +54,15 @@ class TPDMRunner(CTDiffusionRunner):
         self._budget = self.settings.pop("memory_budget_gb", None)
         self.settings["batch_limit"] = int(self.settings.get("batch_limit", 64))
 
-    def _set_perp_limits(self) -> None:
+    def _fn(self, network):
+        """The function the memory budget measures: forward only, or forward + backward (dc = dps)."""
         from diffrecon.models.inference import network_fn
+        from diffrecon.samplers.denoisers import grad_network_fn
+
+        dps = self.settings.get("dc", "dps") == "dps"
+        return (grad_network_fn if dps else network_fn)(network, self.precision)
+
+    def _set_perp_limits(self) -> None:
         from diffrecon.samplers.memory import budget_batch_limit, example_inputs
 
         if self._budget is None:
@@ -61,21 +70,23 @@ class TPDMRunner(CTDiffusionRunner):
         else:
             n, budget = self.geometry.n, {"memory_budget_gb": self._budget}
             self.settings["batch_limit"] = budget_batch_limit(
-                budget, network_fn(self.axial_network, self.precision), example_inputs("noise", 1, n, self.device),
+                budget, self._fn(self.axial_network), example_inputs("noise", 1, n, self.device),
                 self.device, 64)
             self.settings["batch_limit_perp"] = budget_batch_limit(
-                budget, network_fn(self.perp_network, self.precision),
+                budget, self._fn(self.perp_network),
                 example_inputs("noise", 1, (self.z_window, n), self.device), self.device, 64)
             self.sampler_params["memory_budget_gb"] = self._budget
         self.sampler_params.update({k: self.settings[k] for k in ("batch_limit", "batch_limit_perp")})
 
     def _sampler(self):
         from diffrecon.models.inference import network_fn
+        from diffrecon.samplers.denoisers import grad_network_fn
         from diffrecon.samplers.tpdm import TPDMConfig, TPDMSampler
 
         cfg = TPDMConfig.from_dict({**self.settings, "z_window": self.z_window})
+        grads = (grad_network_fn(self.axial_network, self.precision), grad_network_fn(self.perp_network, self.precision))
         return TPDMSampler(network_fn(self.axial_network, self.precision), network_fn(self.perp_network, self.precision),
-                           self.process, cfg)
+                           self.process, cfg, grad_fns=grads if cfg.dc == "dps" else None)
 
 
 def build(method, problem, params: dict, model=None) -> TPDMRunner:
