@@ -309,3 +309,14 @@ def test_ema_decay_out_of_range_is_rejected(cfg, path, value):
     node["ema_decay"] = value
     msg = _error(cfg)
     assert ".".join(path) + ".ema_decay" in msg and str(value) in msg
+
+
+def test_conda_env_default_and_choices(cfg):
+    del cfg["conda_env"]
+    validate_config(cfg)
+    assert cfg["conda_env"] == "cpu"
+    cfg["conda_env"] = "gpu"
+    validate_config(cfg)
+    cfg["conda_env"] = "cuda"
+    msg = _error(cfg)
+    assert "conda_env" in msg and "cuda" in msg and "cpu" in msg and "gpu" in msg

@@ -48,7 +48,10 @@ X = Experiment(config)
 # that `--use-conda` creates (the rules' scripts import diffrecon like any installed package).
 os.environ.setdefault("DIFFRECON_ROOT", str(Path(workflow.basedir)))
 RESULTS = config["results_dir"]
-ENV = "../../envs/diffrecon.yaml"
+# The rules' conda environment (--use-conda), chosen by the config key conda_env: the CPU or the
+# CUDA build of PyTorch, everything else pinned alike (docs/environments.md). Relative to this file.
+CONDA_ENVS = {"cpu": "../../envs/diffrecon.yaml", "gpu": "../../envs/diffrecon-gpu.yaml"}
+ENV = CONDA_ENVS[config.get("conda_env", "cpu")]
 
 # CPU threads of each job that runs a network or an iterative CT solver (`threads`; Snakemake
 # caps it at --cores). The classical MRI reconstructions are single-threaded.
