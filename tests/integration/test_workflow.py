@@ -84,6 +84,26 @@ def test_a_varnet_cell_trains_its_mask_familys_varnet(tmp_path):
     assert "results/models/varnet/demo_brain/gaussian1d-R4-acs0.12/model.safetensors" in proc.stdout
 
 
+def test_a_tpdm_cell_installs_both_shipped_priors_or_trains_the_unshipped_one(tmp_path):
+    """TPDM's demo cell installs the shipped axial and perpendicular priors; a config without
+    weights for the perpendicular prior trains it (and only it) without retrain."""
+    cell = "results/ct/demo_thorax/sv8/tpdm/metrics.csv"
+
+    def jobs(cfg_path):
+        proc = snakemake("-n", cell, "--configfile", str(cfg_path), cwd=tmp_path)
+        stats = proc.stdout.split("Job stats:")[1].split("\n\n")[0]
+        return {ln.split()[0]: int(ln.split()[1]) for ln in stats.splitlines()
+                if len(ln.split()) == 2 and ln.split()[1].isdigit()}
+
+    assert jobs(ROOT / "config.yaml") == {"prepare_dataset": 1, "simulate_ct": 1, "install_weights_ct_prior": 2,
+                                          "reconstruct": 1, "evaluate": 1, "total": 6}
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    del cfg["ct_priors"]["slice_perp"]["weights"]
+    (tmp_path / "no_perp.yaml").write_text(yaml.safe_dump(cfg))
+    assert jobs(tmp_path / "no_perp.yaml") == {"prepare_dataset": 1, "simulate_ct": 1, "install_weights_ct_prior": 1,
+                                               "train_ct_prior": 1, "reconstruct": 1, "evaluate": 1, "total": 6}
+
+
 def test_tables_and_figures_exist(tiny_run):
     tables = tiny_run / "results" / "tables"
     for stem in ("mri_image", "ct_axial", "ct_coronal", "ct_sagittal"):
