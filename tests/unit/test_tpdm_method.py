@@ -41,8 +41,23 @@ def test_perpendicular_slices_hold_z_windows(thorax):
     assert perp_window({"model": TINY_NET}, 27) == 26 and perp_window({"model": {"channels": [8, 8, 8, 8]}}, 27) == 24
     with pytest.raises(ValueError, match="z_window"):
         perp_window({"model": TINY_NET, "z_window": 7}, 27)
-    with pytest.raises(ValueError, match="fewer than the z window"):
+    with pytest.raises(ValueError, match="fewer slices than the z window of 28.*no train volume is long enough"):
         ct_perpendicular_slices(thorax, 28)
+
+
+def test_perpendicular_set_leaves_out_short_volumes(tmp_path, caplog):
+    """Real scans differ in length: a volume shorter than the z window is left out, with a warning."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, n in enumerate((30, 20)):
+        paths.append(str(tmp_path / f"v{i}.npy"))
+        np.save(paths[-1], rng.random((n, 16, 16), dtype=np.float32))
+    manifest = {"name": "mixed", "modality": "ct", "splits": {"train": paths}}
+    with caplog.at_level("WARNING", logger="diffrecon"):
+        data = ct_perpendicular_slices(manifest, 24)
+    assert data.shape == (7 * 2 * 16, 1, 24, 16)                   # the 30-slice volume only: window starts 0 … 6
+    assert torch.equal(data[0, 0], torch.from_numpy(np.load(paths[0])[0:24, 0, :]))
+    assert "1 volume(s) with fewer slices than the z window of 24 (20 slices)" in caplog.text
 
 
 def test_perpendicular_prior_trains_and_round_trips(thorax, tmp_path):

@@ -16,6 +16,7 @@ the same samples one at a time (the ``stream`` loader).
 from __future__ import annotations
 
 import hashlib
+import logging
 
 import numpy as np
 import torch
@@ -79,13 +80,14 @@ def ct_perpendicular_slices(manifest: dict, window: int, split: str = "train", s
     S − ``window``, its coronal
     slices v[z0:z0+window, h, :] (H of them) and sagittal slices v[z0:z0+window, :, w] (W),
     each (1, window, side) (side = W resp. H; square slices H = W). Returns (N, 1, window, side)
-    float32 in [0, 1].
+    float32 in [0, 1]. Volumes with fewer than ``window`` slices are left out (logged; real
+    scans differ in length); a ValueError when none is long enough.
     """
-    out = []
+    out, short = [], []
     for vol in _ct_volumes(manifest, split):
         if vol.shape[0] < window:
-            raise ValueError(f"dataset {manifest['name']}: a volume has {vol.shape[0]} slices, fewer than the "
-                             f"z window of {window}")
+            short.append(vol.shape[0])
+            continue
         if vol.shape[1] != vol.shape[2]:
             raise ValueError(f"dataset {manifest['name']}: perpendicular slices need square axial slices, "
                              f"got {vol.shape[1]} x {vol.shape[2]}")
@@ -93,4 +95,10 @@ def ct_perpendicular_slices(manifest: dict, window: int, split: str = "train", s
         for z0 in starts:
             part = vol[z0:z0 + window]
             out += [part.transpose(1, 0, 2), part.transpose(2, 0, 1)]      # coronal (H, win, W), sagittal
+    if short:
+        msg = (f"dataset {manifest['name']}: {len(short)} volume(s) with fewer slices than the z window of "
+               f"{window} ({', '.join(map(str, sorted(set(short))))} slices)")
+        if not out:
+            raise ValueError(f"{msg}: no {split} volume is long enough for the perpendicular prior")
+        logging.getLogger("diffrecon").warning("%s left out of the perpendicular prior's training set", msg)
     return torch.from_numpy(np.ascontiguousarray(np.concatenate(out)[:, None]))
