@@ -31,6 +31,11 @@ Examples::
     diffrecon reconstruct file1000033.h5 --modality mri --method score --model prior.safetensors \
         --slices 1/4 --checkpoint-slices 4 --output block1.h5       # ... and 2/4, 3/4, 4/4
     diffrecon merge-blocks recon.h5 block1.h5 block2.h5 block3.h5 block4.h5
+
+    # a workflow cell run as case groups (mri.case_groups / ct.case_groups: one job per group of
+    # its test volumes): the groups' files into the cell's recon.h5 (what rule merge_cases does)
+    diffrecon merge-cases results/ct/lidc/sv8/dds/recon.h5 results/ct/lidc/sv8/dds/cases/*-of-4.h5
+
     # train the DiffusionBlend prior of a config on 4 GPUs of one node (resumable checkpoint at --out)
     torchrun --standalone --nproc_per_node 4 -m diffrecon.cli train ct_patch --config config/paper/lidc.yaml
 
@@ -124,6 +129,13 @@ def _parser() -> argparse.ArgumentParser:
     mb = sub.add_parser("merge-blocks", help="assemble reconstruct --slices outputs into one volume's file")
     mb.add_argument("output", type=Path, help="output .h5 (the file one reconstruct run writes)")
     mb.add_argument("blocks", type=Path, nargs="+", help="outputs of reconstruct --slices covering the volume")
+
+    mc = sub.add_parser("merge-cases", help="assemble a workflow cell's case group files into its recon.h5",
+                        description="Concatenate the files of a cell's case groups (rule reconstruct_cases: "
+                                    ".../<method>/cases/K-of-N.h5) into the recon.h5 one job writes; refuses "
+                                    "missing or duplicated groups and groups of other runs.")
+    mc.add_argument("output", type=Path, help="output recon.h5")
+    mc.add_argument("groups", type=Path, nargs="+", help="the N case group files (any order)")
 
     d = sub.add_parser("download", help="download and extract fastMRI archives from your own links (resumable)",
                        description="Download the archives listed in a URL file (one URL a line, optionally "
@@ -606,6 +618,22 @@ def merge_block_outputs(output: Path, blocks: list[Path]) -> dict:
     return summary
 
 
+def _merge_cases(output: Path, groups: list[Path]) -> dict:
+    """``diffrecon merge-cases``: :func:`~diffrecon.stages.reconstruct.merge_cases` (summary: output,
+    its cases, the merged files)."""
+    from diffrecon import io
+    from diffrecon.stages.reconstruct import merge_cases
+
+    for path in groups:
+        if not path.is_file():
+            raise UsageError(f"{path}: file not found")
+        if _same_file(output, path):
+            raise UsageError(f"{output}: is one of the case group files (it would be overwritten)")
+    _check_writable(output, "output")
+    merge_cases(groups, output)
+    return {"output": str(output), "cases": list(io.read_case_attrs(output)), "merged_groups": [str(p) for p in groups]}
+
+
 def _has_std(recon) -> bool:
     import h5py
 
@@ -666,6 +694,8 @@ def main(argv=None) -> int:
                 raise UsageError(f"{args.output}: is one of the block files (it would be overwritten)")
             _check_writable(args.output, "output")
             print(json.dumps(merge_block_outputs(args.output, args.blocks), indent=2))
+        elif args.command == "merge-cases":
+            print(json.dumps(_merge_cases(args.output, args.groups), indent=2))
         elif args.command == "export-weights":
             from diffrecon.models.checkpoint import export_weights
 

@@ -230,12 +230,38 @@ def validate_config(config: dict, schema_path=SCHEMA) -> dict:
         if entry["name"] in datasets:
             raise ConfigError(f"config: mri.robustness[{i}].name: '{entry['name']}' is already a dataset name")
     _check_prospective(config, datasets)
+    _check_case_groups(config)
     _check_training(config)
     _check_settings(config)
     _check_files(config)
     _check_weights(config)
     _check_init_from(config)
     return config
+
+
+def block_methods(config: dict) -> list[str]:
+    """The MRI methods whose cells run in slice blocks (mri.blocks; default: the diffusion methods)."""
+    from diffrecon import methods
+
+    blocks = (config.get("mri") or {}).get("blocks") or {}
+    return list(blocks.get("methods") or methods.sampling("mri")) if blocks.get("count") else []
+
+
+def case_group_methods(config: dict, modality: str) -> list[str]:
+    """The methods of ``modality`` whose cells run in case groups (<modality>.case_groups; default:
+    the diffusion methods)."""
+    from diffrecon import methods
+
+    groups = (config.get(modality) or {}).get("case_groups") or {}
+    return list(groups.get("methods") or methods.sampling(modality)) if groups.get("count") else []
+
+
+def _check_case_groups(config: dict) -> None:
+    """A method is either slice-blocked (mri.blocks) or case-grouped (mri.case_groups), not both."""
+    both = [m for m in case_group_methods(config, "mri") if m in block_methods(config)]
+    if both:
+        raise ConfigError(f"config: mri.case_groups: '{both[0]}' is also in mri.blocks (a method runs in "
+                          "slice blocks or in case groups, not both: name it in one methods list)")
 
 
 def _check_training(config: dict) -> None:

@@ -18,7 +18,10 @@ Every stage file holds one group per test case, so a reconstruction never sees a
                      parameters as the algorithm used them, e.g. CT data-consistency weights
                      converted to the true adjoint's units); the file of a block of slices
                      (``reconstruct --slices``) also root attr ``block`` and case attrs
-                     ``slice_start``, ``slice_stop``, ``volume_slices``
+                     ``slice_start``, ``slice_stop``, ``volume_slices``; the file of a group of
+                     the cases (``reconstruct(cases="K/N")``) root attrs ``case_group`` ("K/N"),
+                     ``case_count`` (cases of the whole list) and case attr ``case_index``; it
+                     may hold no case (``cases`` is then an empty group)
 
 Files are written atomically: to ``<name>.part``, renamed on success (nothing half-written).
 Every reader and writer also takes an open binary buffer (``io.BytesIO``) instead of a path:
@@ -230,7 +233,7 @@ class CaseWriter:
     """Write one stage file case by case: ``with CaseWriter(path) as w: w.add(case, key=array, ...)``.
 
     ``attrs`` given to :meth:`add` go on the case group; :meth:`finish` sets root attributes
-    and root datasets (mask, angles). The file appears only when the block ends without error.
+    and root datasets (mask, angles). The ``cases`` group exists even when no case is added. The file appears only when the block ends without error.
     """
 
     def __init__(self, path, compress: tuple[str, ...] = ()):
@@ -241,6 +244,7 @@ class CaseWriter:
     def __enter__(self) -> "CaseWriter":
         self._ctx = atomic_h5(self.path)
         self.f = self._ctx.__enter__()
+        self.f.require_group("cases")          # present even when no case is added (an empty case group)
         return self
 
     def __exit__(self, *exc):

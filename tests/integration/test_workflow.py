@@ -49,6 +49,8 @@ def test_lint_passes(tmp_path):
         (lambda c: c["ct"].update(settings=["sv0"]), "config: ct.settings[0]: 'sv0'"),
         (lambda c: c["datasets"]["demo_thorax"].update(slices=9), "config: datasets.demo_thorax.slices: 9 is less than the minimum of 27"),
         (lambda c: c["mri"]["robustness"][0].update(of="demo_thorax"), "config: mri.robustness[0].of: 'demo_thorax' is not one of mri.datasets"),
+        (lambda c: c["ct"].update(case_groups={"count": 0}), "config: ct.case_groups"),
+        (lambda c: c["mri"].update(blocks={"count": 2}, case_groups={"count": 3}), "config: mri.case_groups: 'score' is also in mri.blocks"),
     ],
 )
 def test_bad_config_stops_with_one_line(tmp_path, edit, expected):
@@ -369,3 +371,53 @@ def test_slice_blocks_merge_into_the_one_job_files(tiny_run, tmp_path):
     assert not list((tmp_path / "results").rglob("*.partial"))
     blocks = sorted(p.name for p in (tmp_path / "results").rglob("blocks/*.h5"))
     assert blocks == ["1-of-2.h5", "1-of-2.h5", "2-of-2.h5", "2-of-2.h5"]
+
+
+def _job_counts(proc) -> dict:
+    stats = proc.stdout.split("Job stats:")[1].split("\n\n")[0]
+    return {ln.split()[0]: int(ln.split()[1]) for ln in stats.splitlines()
+            if len(ln.split()) == 2 and ln.split()[1].isdigit()}
+
+
+def test_case_groups_make_one_job_per_group_and_a_merge(tmp_path):
+    """mri.case_groups / ct.case_groups: every cell of their methods runs as N reconstruct_cases jobs
+    (.../<method>/cases/K-of-N.h5) and one merge_cases job writing its recon.h5; the other cells
+    stay one reconstruct job."""
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["ct"]["case_groups"] = {"count": 3, "methods": ["fbp"]}
+    cfg["mri"]["case_groups"] = {"count": 2, "methods": ["tv"]}
+    config = tmp_path / "groups.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    cells = [f"results/ct/demo_thorax/{s}/fbp/recon.h5" for s in ("sv8", "sv4")]
+    cells += [f"results/mri/demo_brain/gaussian1d-R4-acs0.25-magnitude/{m}/recon.h5" for m in ("tv", "zero_filled")]
+    dry = snakemake("-n", *cells, "--configfile", str(config), cwd=tmp_path)
+    jobs = _job_counts(dry)
+    assert jobs["reconstruct_cases"] == 2 * 3 + 2 and jobs["merge_cases"] == 3 and jobs["reconstruct"] == 1, jobs
+    assert "merge_blocks" not in jobs and "reconstruct_block" not in jobs
+    for k in (1, 2, 3):
+        assert f"results/ct/demo_thorax/sv4/fbp/cases/{k}-of-3.h5" in dry.stdout
+    assert "gaussian1d-R4-acs0.25-magnitude/tv/cases/2-of-2.h5" in dry.stdout
+    # off (the shipped config): no case group job
+    assert "reconstruct_cases" not in _job_counts(snakemake("-n", *cells, "--configfile", str(TINY), cwd=tmp_path))
+
+
+def test_case_groups_merge_into_the_one_job_file(tmp_path):
+    """A CT cell in 3 case groups (one test volume: two groups are empty), run and merged: the
+    recon.h5 of the one-job run, bit for bit, without the group attributes."""
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["ct"]["case_groups"] = {"count": 3, "methods": ["fbp"]}
+    config = tmp_path / "groups.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    cell = "results/ct/demo_thorax/sv8/fbp/recon.h5"
+    (tmp_path / "one").mkdir(), (tmp_path / "groups").mkdir()
+    snakemake(cell, "--configfile", str(TINY), "--cores", "2", cwd=tmp_path / "one")
+    snakemake(cell, "--configfile", str(config), "--cores", "2", cwd=tmp_path / "groups")
+    with h5py.File(tmp_path / "one" / cell) as a, h5py.File(tmp_path / "groups" / cell) as b:
+        assert list(a["cases"]) == list(b["cases"]) and len(a["cases"]) == 1
+        for case in a["cases"]:
+            assert set(a["cases"][case]) == set(b["cases"][case])
+            for key in a["cases"][case]:
+                assert a["cases"][case][key][()].tobytes() == b["cases"][case][key][()].tobytes(), key
+        assert dict(a.attrs) == dict(b.attrs)
+    groups = sorted(p.name for p in (tmp_path / "groups" / "results").rglob("cases/*.h5"))
+    assert groups == ["1-of-3.h5", "2-of-3.h5", "3-of-3.h5"]

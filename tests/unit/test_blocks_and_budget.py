@@ -1,6 +1,7 @@
 """Paper-size volumes in bounded memory: network batches sized to a memory budget (same numbers
-as unchunked), MRI volumes in slice blocks (separate runs merged = the one-job run), and parts
-stored as they finish so that a killed run resumes without recomputing them."""
+as unchunked), MRI volumes in slice blocks and a cell's volumes in case groups (separate runs
+merged = the one-job run), and parts stored as they finish so that a killed run resumes without
+recomputing them."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import torch
 
 from diffrecon import io, methods
 from diffrecon.methods.runner import Problem
-from diffrecon.stages.reconstruct import block_range, merge_blocks, parse_slices, reconstruct
+from diffrecon.stages.reconstruct import (block_range, case_range, merge_blocks, merge_cases, parse_cases,
+                                          parse_slices, reconstruct)
 
 TINY_MODEL = {"channels": [8, 16], "attention": [False, True], "norm_num_groups": 4, "layers_per_block": 1}
 
@@ -246,6 +248,134 @@ def test_blocks_are_mri_only(tmp_path):
     with pytest.raises(ValueError, match="MRI only"):
         reconstruct(tmp_path / "m.h5", "fbp", tmp_path / "r.h5", {}, slices="1/2")
     assert not (tmp_path / "r.h5").exists()
+
+
+# ----------------------------------------------------------------------------- case groups
+def _ct_measurements(path, slices=(3, 4, 3), seed=0):
+    """A CT measurements file (sv6, 16 x 16 slices) of volumes with ``slices`` slices each."""
+    from diffrecon.physics.ct import CTGeometry, ParallelBeamCT
+
+    rng = np.random.default_rng(seed)
+    geom = CTGeometry.sparse_view(16, 6)
+    with ParallelBeamCT(geom, n_threads=1) as op, io.CaseWriter(path) as w:
+        for i, s in enumerate(slices):
+            w.add(f"vol{i}", sinogram=op.forward_np(rng.random((s, 16, 16)).astype(np.float32)))
+        io.write_ct_measurements_header(w, geom, "toy", "sv6")
+    return path
+
+
+def _same_files(a, b, exact=True):
+    """``b`` holds ``a``'s cases, datasets and attributes (wall and network seconds aside)."""
+    same = np.testing.assert_array_equal if exact else (
+        lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6))
+    ca, cb = _cases(a), _cases(b)
+    assert list(ca) == list(cb)
+    for case in ca:
+        assert set(ca[case]) == set(cb[case])
+        for key in ca[case]:
+            same(cb[case][key], ca[case][key])
+    ta, tb = io.read_case_attrs(a), io.read_case_attrs(b)
+    for case in ta:
+        drop = ("seconds", "network_seconds")
+        assert {k: v for k, v in ta[case].items() if k not in drop} == {k: v for k, v in tb[case].items() if k not in drop}
+    assert io.read_attrs(a) == io.read_attrs(b)
+
+
+def test_case_groups_cover_the_list_once():
+    for n_cases in (0, 1, 3, 7, 10):
+        for n in (1, 2, 3, 4, 11):
+            ranges = [case_range(f"{k}/{n}", n_cases) for k in range(1, n + 1)]
+            assert ranges[0][0] == 0 and ranges[-1][1] == n_cases
+            assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+            sizes = [b - a for a, b in ranges]
+            assert max(sizes) - min(sizes) <= 1
+            assert (min(sizes) == 0) == (n > n_cases)
+    assert case_range(None, 5) == (0, 5) and parse_cases(" 2/3 ") == (2, 3)
+    for bad in ("0/2", "3/2", "1:2", "a/b", "2"):
+        with pytest.raises(ValueError, match=f"cases '{bad}': expected K/N"):
+            parse_cases(bad)
+
+
+@pytest.mark.parametrize("modality,method", [("ct", "fbp"), ("ct", "dds"), ("mri", "score"), ("mri", "tv")])
+def test_case_groups_merged_equal_the_one_job_run(modality, method, ct_priors, score_model, tmp_path, one_thread):
+    """Three volumes in 2 groups (1 + 2 volumes) and in 4 (one group empty), merged in any order:
+    the one-job run's file, arrays bit for bit, the same case and root attributes."""
+    if modality == "ct":
+        meas = _ct_measurements(tmp_path / "m.h5")
+        params = {"n_steps": 3, "progress": False, "device": "cpu", "n_threads": 1}
+        model = ct_priors["slice"] if method == "dds" else None
+    else:
+        meas = _mri_measurements(tmp_path / "m.h5", slices=(3, 2, 2))
+        params = {**SCORE, "n_steps": 2, "device": "cpu"} if method == "score" else {"iterations": 5}
+        model = score_model if method == "score" else None
+    reconstruct(meas, method, tmp_path / "whole.h5", params, model=model)
+    for n in (2, 4):
+        groups = [tmp_path / f"g{k}-of-{n}.h5" for k in range(1, n + 1)]
+        for k, path in enumerate(groups, 1):
+            reconstruct(meas, method, path, {**params, "cases": f"{k}/{n}"}, model=model)
+        a = io.read_attrs(groups[0])
+        assert a["case_group"] == f"1/{n}" and a["case_count"] == 3
+        assert [list(io.read_case_attrs(g)) for g in groups] == ([["vol0"], ["vol1", "vol2"]] if n == 2 else
+                                                                 [[], ["vol0"], ["vol1"], ["vol2"]])
+        assert io.read_case_attrs(groups[-1])["vol2"]["case_index"] == 2
+        merge_cases(groups[::-1], tmp_path / f"merged{n}.h5")
+        _same_files(tmp_path / "whole.h5", tmp_path / f"merged{n}.h5")
+    whole = _cases(tmp_path / "whole.h5")
+    assert not np.allclose(whole["vol1"]["reconstruction"][:2], whole["vol2"]["reconstruction"][:2])
+
+
+def test_merge_cases_refuses_gaps_duplicates_and_other_runs(tmp_path, one_thread):
+    meas = _ct_measurements(tmp_path / "m.h5")
+    for k in (1, 2, 3):
+        reconstruct(meas, "fbp", tmp_path / f"g{k}.h5", {"n_threads": 1}, cases=f"{k}/3")
+    reconstruct(meas, "fbp", tmp_path / "filter.h5", {"n_threads": 1, "seed": 5}, cases="2/3")
+    reconstruct(meas, "fbp", tmp_path / "half.h5", {"n_threads": 1}, cases="2/2")
+    reconstruct(meas, "fbp", tmp_path / "whole.h5", {"n_threads": 1})
+    g1, g2, g3 = (tmp_path / f"g{k}.h5" for k in (1, 2, 3))
+    out = tmp_path / "merged.h5"
+    for files, message in (
+            ([g1, g3], r"g1.h5: case group 2/3 \(cases 1-1 of 3\) missing$"),
+            ([g2, g3], r"g2.h5: case group 1/3 \(cases 0-0 of 3\) missing$"),
+            ([g1], r"g1.h5: case group 2/3 \(cases 1-1 of 3\) missing, and 1 more group"),
+            ([g1, g2, g2, g3], r"g2.h5: case group 2/3 given twice \(also .*g2.h5\)"),
+            ([g1, tmp_path / "filter.h5", g3], r"filter.h5: attribute 'params' differs from .*g1.h5's"),
+            ([g1, tmp_path / "half.h5"], r"half.h5: group 2/2 of 3 cases, but .*g1.h5 is group 1/3 of 3"),
+            ([tmp_path / "whole.h5"], r"whole.h5: no root attribute 'case_group'")):
+        with pytest.raises(ValueError, match=message) as err:
+            merge_cases(files, out)
+        assert "\n" not in str(err.value)
+    # a case renamed into another group: a duplicated case
+    with h5py.File(g3, "a") as f:
+        f.move("cases/vol2", "cases/vol0")
+    with pytest.raises(ValueError, match=r"g3.h5: case 'vol0' also in .*g1.h5: duplicated cases"):
+        merge_cases([g1, g2, g3], out)
+    assert not out.exists() and not list(tmp_path.glob("*.part"))
+
+
+def test_case_groups_and_slice_blocks_are_one_at_a_time(tmp_path):
+    meas = _mri_measurements(tmp_path / "m.h5", slices=(2,))
+    with pytest.raises(ValueError, match="slices and cases: one at a time"):
+        reconstruct(meas, "zero_filled", tmp_path / "r.h5", {}, slices="1/2", cases="1/2")
+    with pytest.raises(ValueError, match="cases '3/2'"):
+        reconstruct(meas, "zero_filled", tmp_path / "r.h5", {"cases": "3/2"})
+    assert not (tmp_path / "r.h5").exists()
+
+
+def test_cli_merge_cases(tmp_path, capsys, one_thread):
+    from diffrecon.cli import main
+
+    meas = _ct_measurements(tmp_path / "m.h5")
+    reconstruct(meas, "fbp", tmp_path / "whole.h5", {"n_threads": 1})
+    for k in (1, 2):
+        reconstruct(meas, "fbp", tmp_path / f"g{k}.h5", {"n_threads": 1}, cases=f"{k}/2")
+    assert main(["merge-cases", str(tmp_path / "recon.h5"), str(tmp_path / "g2.h5"), str(tmp_path / "g1.h5")]) == 0
+    assert json.loads(capsys.readouterr().out)["cases"] == ["vol0", "vol1", "vol2"]
+    _same_files(tmp_path / "whole.h5", tmp_path / "recon.h5")
+    assert main(["merge-cases", str(tmp_path / "x.h5"), str(tmp_path / "g2.h5")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "g2.h5: case group 1/2 (cases 0-0 of 3) missing" in err
+    assert main(["merge-cases", str(tmp_path / "g1.h5"), str(tmp_path / "g1.h5"), str(tmp_path / "g2.h5")]) == 2
+    assert "is one of the case group files" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------- resume

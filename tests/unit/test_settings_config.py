@@ -320,3 +320,31 @@ def test_conda_env_default_and_choices(cfg):
     cfg["conda_env"] = "cuda"
     msg = _error(cfg)
     assert "conda_env" in msg and "cuda" in msg and "cpu" in msg and "gpu" in msg
+
+
+def test_case_groups_are_off_by_default_and_checked(cfg):
+    from diffrecon import methods
+    from diffrecon.config import block_methods, case_group_methods
+
+    del cfg["mri"]["case_groups"], cfg["ct"]["case_groups"]
+    validate_config(copy.deepcopy(cfg))
+    assert case_group_methods(cfg, "mri") == case_group_methods(cfg, "ct") == []
+    for modality in ("mri", "ct"):
+        bad = copy.deepcopy(cfg)
+        bad[modality]["case_groups"] = {"count": 0}
+        msg = _error(bad)
+        assert f"{modality}.case_groups" in msg
+    cfg["ct"]["case_groups"] = {"count": 4}
+    cfg["mri"]["case_groups"] = {"count": 3, "methods": ["tv"]}
+    validate_config(cfg)
+    assert case_group_methods(cfg, "ct") == methods.sampling("ct") and "dds" in case_group_methods(cfg, "ct")
+    assert case_group_methods(cfg, "mri") == ["tv"]
+    cfg["mri"]["blocks"] = {"count": 2}                     # the diffusion methods: no overlap with tv
+    validate_config(cfg)
+    cfg["mri"]["case_groups"] = {"count": 3}                # both default to the diffusion methods
+    msg = _error(cfg)
+    assert msg.startswith("config: mri.case_groups: 'score' is also in mri.blocks")
+    cfg["mri"]["blocks"]["methods"] = ["score"]
+    cfg["mri"]["case_groups"]["methods"] = ["score_hybrid", "score"]
+    assert block_methods(cfg) == ["score"]
+    assert "'score' is also in mri.blocks" in _error(cfg)

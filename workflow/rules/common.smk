@@ -13,7 +13,7 @@ except ImportError:
     sys.stderr.write("diffrecon is not installed in the Python running snakemake: run `make venv` and use "
                      ".venv/bin/snakemake, or `pip install -e .` in your environment\n")
     sys.exit(1)
-from diffrecon.config import ConfigError, read_yaml, validate_config
+from diffrecon.config import ConfigError, case_group_methods, read_yaml, validate_config
 from diffrecon.experiment import VIEWS, Experiment
 from diffrecon.settings import MRISetting
 
@@ -177,6 +177,21 @@ def block_files(wildcards):
     """The block files of one MRI cell, merged into its recon.h5."""
     base = f"{cell_dir(wildcards.modality, wildcards.dataset, wildcards.setting)}/{wildcards.method}"
     return [f"{base}/blocks/{k}-of-{BLOCK_COUNT}.h5" for k in range(1, BLOCK_COUNT + 1)]
+
+
+# Case groups (mri.case_groups, ct.case_groups): the cells of GROUPED_METHODS run as one job per
+# group of their test volumes, merged into the cell's recon.h5 (reconstruct.smk); off (null) by
+# default. A method is either slice-blocked or case-grouped (diffrecon.config refuses both).
+CASE_GROUPS = {m: int(((config.get(m) or {}).get("case_groups") or {}).get("count", 0)) for m in ("mri", "ct")}
+GROUPED_METHODS = {m: case_group_methods(config, m) for m in ("mri", "ct")}
+GROUPED_MODALITIES = [m for m in ("mri", "ct") if GROUPED_METHODS[m]]
+
+
+def case_files(wildcards):
+    """The case group files of one cell, merged into its recon.h5."""
+    base = f"{cell_dir(wildcards.modality, wildcards.dataset, wildcards.setting)}/{wildcards.method}"
+    n = CASE_GROUPS[wildcards.modality]
+    return [f"{base}/cases/{k}-of-{n}.h5" for k in range(1, n + 1)]
 
 
 def ablation_inputs(wildcards):

@@ -1,6 +1,8 @@
 # Stage 3: one reconstruction per table cell (any method of the registry, either modality).
 # With mri.blocks, the cells of its methods run as one job per block of slices, merged into the
-# same recon.h5 (reconstruct_block, merge_blocks).
+# same recon.h5 (reconstruct_block, merge_blocks). With mri.case_groups / ct.case_groups, the
+# cells of their methods run as one job per group of the test volumes, merged likewise
+# (reconstruct_cases, merge_cases).
 
 
 rule reconstruct:
@@ -70,3 +72,50 @@ if BLOCKED_METHODS:
             ENV
         script:
             "../scripts/merge_blocks.py"
+
+
+if GROUPED_MODALITIES:
+
+    ruleorder: merge_cases > reconstruct
+
+    rule reconstruct_cases:
+        """Group k of n of a cell's test volumes (either modality), one method."""
+        input:
+            unpack(reconstruct_inputs),
+        output:
+            f"{RESULTS}/{{modality}}/{{dataset}}/{{setting}}/{{method}}/cases/{{k}}-of-{{n}}.h5",
+        log:
+            "logs/reconstruct_cases/{modality}/{dataset}/{setting}/{method}/{k}-of-{n}.log",
+        wildcard_constraints:
+            modality="|".join(GROUPED_MODALITIES),
+            k="[0-9]+",
+            n="[0-9]+",
+        threads: reconstruct_threads
+        priority: method_priority
+        resources:
+            gpu=gpu_request,
+        params:
+            modality=lambda w: w.modality,
+            method_params=method_params,
+            cases=lambda w: f"{w.k}/{w.n}",
+            checkpoint_slices=lambda w: (config.get("mri") or {}).get("checkpoint_slices") if w.modality == "mri" else None,
+        conda:
+            ENV
+        script:
+            "../scripts/reconstruct.py"
+
+    rule merge_cases:
+        """One cell's recon.h5 from its case groups (the file a one-job run writes)."""
+        input:
+            case_files,
+        output:
+            f"{RESULTS}/{{modality}}/{{dataset}}/{{setting}}/{{method}}/recon.h5",
+        log:
+            "logs/merge_cases/{modality}/{dataset}/{setting}/{method}.log",
+        wildcard_constraints:
+            modality="|".join(GROUPED_MODALITIES),
+            method="|".join(GROUPED_METHODS["mri"] + GROUPED_METHODS["ct"]),
+        conda:
+            ENV
+        script:
+            "../scripts/merge_cases.py"

@@ -1,5 +1,6 @@
-"""Rules reconstruct / reconstruct_block / reconstruct_ablation: one method on every case of one
-setting (reconstruct_block: one block of every volume's slices)."""
+"""Rules reconstruct / reconstruct_block / reconstruct_cases / reconstruct_ablation: one method on
+every case of one setting (reconstruct_block: one block of every volume's slices; reconstruct_cases:
+one group of the cases)."""
 from pathlib import Path
 
 import torch
@@ -19,4 +20,5 @@ with log_to(snakemake.log[0]):
     reconstruct(snakemake.input.measurements, snakemake.wildcards.method, snakemake.output[0], params,
                 model=Path(model).with_suffix("") if model else None,
                 slices=getattr(snakemake.params, "slices", None),
+                cases=getattr(snakemake.params, "cases", None),
                 checkpoint_slices=getattr(snakemake.params, "checkpoint_slices", None))

@@ -22,7 +22,19 @@ noise per (volume, slice)):
   geometry) and input data match, and the directory is removed once the output is written.
   Without it every finished case is stored (CT volumes are always one part).
 
-Neither changes ``params_hash``: both only say which slices this job computes, in which order.
+Case groups (both modalities, every method):
+
+* ``cases`` — ``"K/N"``: only the K-th of N contiguous groups of the cell's case list (stored
+  order, after ``max_cases``; group K = cases [⌊(K−1)·C/N⌋, ⌊K·C/N⌋) of C, so sizes differ by at
+  most one, and a group is empty only when N > C: its file is valid and holds no case). Root
+  attrs ``case_group`` ("K/N") and ``case_count`` (C), case attr ``case_index`` (the case's
+  position in the whole list); :func:`merge_cases` concatenates the groups into the file a
+  one-job run writes. A case's numbers do not depend on the grouping: MRI samplers seed per
+  (volume, slice), CT samplers start every volume from a generator seeded by ``seed`` alone.
+  One at a time with ``slices``.
+
+None of these changes ``params_hash``: they only say which slices or cases this job computes, in
+which order.
 """
 
 from __future__ import annotations
@@ -104,6 +116,26 @@ def block_range(spec, n_slices: int) -> tuple[int, int]:
     return min(a, stop), stop
 
 
+def parse_cases(spec) -> tuple[int, int]:
+    """A case group specification ``"K/N"`` → (K, N) with 1 ≤ K ≤ N; ValueError naming the value otherwise."""
+    try:
+        k, n = (int(v) for v in str(spec).strip().split("/"))
+        if not 1 <= k <= n:
+            raise ValueError
+        return k, n
+    except ValueError:
+        raise ValueError(f"cases '{spec}': expected K/N (1 <= K <= N)") from None
+
+
+def case_range(spec, n_cases: int) -> tuple[int, int]:
+    """Cases [start, stop) of a list of ``n_cases`` that group ``spec`` (K/N) covers:
+    [⌊(K−1)·C/N⌋, ⌊K·C/N⌋) (empty when N > C and the group gets none)."""
+    if spec is None:
+        return 0, n_cases
+    k, n = parse_cases(spec)
+    return (k - 1) * n_cases // n, k * n_cases // n
+
+
 def _parts(start: int, stop: int, size: int | None) -> list[tuple[int, int]]:
     if size is None or stop - start <= size:
         return [(start, stop)]
@@ -148,13 +180,14 @@ def run_key(method: str, resolved: dict, model, problem) -> str:
 
 def reconstruct(measurements, method: str, out_path, params: dict | None = None, model=None,
                 max_cases: int | None = None, slices=None, checkpoint_slices: int | None = None,
-                partial_dir=None) -> dict[str, float]:
+                partial_dir=None, cases=None) -> dict[str, float]:
     """Run ``method`` on the (first ``max_cases``) cases of ``measurements``; write ``out_path``.
 
     ``params`` override the method's defaults (:func:`diffrecon.methods.resolve_params`);
     ``model`` is the checkpoint stem of a learned method. ``slices`` (block of every volume) and
     ``checkpoint_slices`` (parts stored as they finish), also read from ``params``: see the module
-    docstring; MRI only. Parts are stored next to ``out_path`` (``partial_dir``: next to that path
+    docstring; MRI only. ``cases`` (``"K/N"``, also read from ``params``): only that group of the
+    case list, either modality (module docstring). Parts are stored next to ``out_path`` (``partial_dir``: next to that path
     instead, e.g. for an in-memory output); an in-memory output without ``partial_dir`` stores
     none. Returns the wall seconds per case.
     """
@@ -165,12 +198,18 @@ def reconstruct(measurements, method: str, out_path, params: dict | None = None,
     max_cases = max_cases or params.pop("max_cases", None)
     slices = slices if slices is not None else params.pop("slices", None)
     checkpoint_slices = checkpoint_slices if checkpoint_slices is not None else params.pop("checkpoint_slices", None)
-    params.pop("slices", None), params.pop("checkpoint_slices", None)
+    cases = cases if cases is not None else params.pop("cases", None)
+    params.pop("slices", None), params.pop("checkpoint_slices", None), params.pop("cases", None)
     problem = read_problem(measurements)
     entry = methods.get(method, problem.modality)
     mri = problem.modality == "mri"
     if slices is not None:
         parse_slices(slices)
+    if cases is not None:
+        parse_cases(cases)
+        if slices is not None:
+            raise ValueError(f"{measurements}: slices and cases: one at a time (a job is a block of every "
+                             "volume's slices or a group of the volumes)")
     if checkpoint_slices is not None and (isinstance(checkpoint_slices, bool) or int(checkpoint_slices) < 1):
         raise ValueError(f"checkpoint_slices must be a positive number of slices, got {checkpoint_slices!r}")
     if not mri and (slices is not None or checkpoint_slices is not None):
@@ -183,13 +222,15 @@ def reconstruct(measurements, method: str, out_path, params: dict | None = None,
     seconds = {}
     store = None
     try:
-        cases = read_cases(measurements, "kspace" if mri else "sinogram")
-        names = list(cases)[:max_cases] if max_cases else list(cases)
+        data_of = read_cases(measurements, "kspace" if mri else "sinogram")
+        every = list(data_of)[:max_cases] if max_cases else list(data_of)
+        first, last = case_range(cases, len(every))
+        names = every[first:last]
         if store_at is not None:
             store = PartialStore(store_at, run_key(method, resolved, model, problem)).open()
         with CaseWriter(out_path) as fo:
-            for case in names:
-                data = cases[case]
+            for index, case in enumerate(names, first):
+                data = data_of[case]
                 lo, hi = block_range(slices, len(data)) if mri else (0, len(data))
                 case_problem = with_mask(problem, own_masks[case]) if case in own_masks else problem
                 if case in own_masks:       # prospective data: one runner per case, with its own mask
@@ -217,8 +258,10 @@ def reconstruct(measurements, method: str, out_path, params: dict | None = None,
                 result = _joined(parts) if parts else _empty_result(data, problem)
                 seconds[case] = result.seconds
                 block_attrs = ({"slice_start": lo, "slice_stop": hi, "volume_slices": len(data)}
-                               if slices is not None else None)
-                write_result(fo, case, result, block_attrs)
+                               if slices is not None else {})
+                if cases is not None:
+                    block_attrs["case_index"] = index
+                write_result(fo, case, result, block_attrs or None)
                 log.info("%s %s: %.2f s", method, case, result.seconds)
             fo.finish({"modality": problem.modality, "method": entry.name, "setting": problem.setting,
                        "dataset": str(read_attrs(measurements).get("dataset", "")),
@@ -226,7 +269,8 @@ def reconstruct(measurements, method: str, out_path, params: dict | None = None,
                        "provenance": json.dumps(provenance(method, resolved, model), default=str),
                        **({"sampler_params": json.dumps(runner.sampler_params, default=str)}
                           if getattr(runner, "sampler_params", None) is not None else {}),
-                       **({"block": str(slices)} if slices is not None else {})})
+                       **({"block": str(slices)} if slices is not None else {}),
+                       **({"case_group": str(cases).strip(), "case_count": len(every)} if cases is not None else {})})
         if store is not None:
             store.remove()
     except BaseException:
@@ -321,3 +365,87 @@ def merge_blocks(block_files, out_path) -> None:
                 case_attrs["network_seconds"] = float(sum(nets))
             fo.add(name, case_attrs, **arrays)
         fo.finish({k: v for k, v in first.items() if k != "block"})
+
+
+#: root and case attributes that mark the file of a case group (absent from the merged file)
+_GROUP_ROOT, _GROUP_CASE = ("case_group", "case_count"), ("case_index",)
+
+
+def merge_cases(group_files, out_path) -> None:
+    """Concatenate the files of case groups (:func:`reconstruct` with ``cases="K/N"``) into the
+    file a one-job run writes: every case once, in the order of the whole case list, with its
+    datasets and attributes (less ``case_index``), the root attributes of the groups (less
+    ``case_group``, ``case_count``). The groups must come from one run (same root attributes,
+    parameter hash and split N) and hold each of the list's cases once; otherwise a one-line
+    ``ValueError`` names the file and what is wrong (a group missing or given twice, a case of
+    another group), and nothing is written. Groups may be given in any order; a group may be empty."""
+    from diffrecon.errors import DataFormatError
+    from diffrecon.io import _stage_file
+
+    group_files = list(group_files)
+    if not group_files:
+        raise ValueError("merge_cases: no case group files given")
+    groups = []                                 # (K, N, path, root attrs, {case: (index, arrays, attrs)})
+    for path in group_files:
+        with _stage_file(path) as f:
+            a = dict(f.attrs)
+            if not set(_GROUP_ROOT) <= set(a):
+                raise DataFormatError(f"{path}: no root attribute 'case_group': not the file of a case group")
+            k, n = parse_cases(a["case_group"])
+            held = {}
+            for name in (f["cases"] if "cases" in f else []):
+                g = f["cases"][name]
+                if "case_index" not in g.attrs:
+                    raise DataFormatError(f"{path}: case '{name}' has no case_index")
+                held[name] = (int(g.attrs["case_index"]), {key: g[key][()] for key in g}, dict(g.attrs))
+        groups.append((k, n, path, a, held))
+    first = groups[0]
+
+    def hash_of(a):
+        return json.loads(a["provenance"]).get("params_hash")
+
+    for k, n, path, a, held in groups[1:]:
+        for key in _SAME:
+            if key == "sampler_params" and not (held and first[4]):   # an empty group may build no runner
+                continue
+            if a.get(key) != first[3].get(key):
+                raise ValueError(f"{path}: attribute '{key}' differs from {first[2]}'s: case groups of other runs")
+        if hash_of(a) != hash_of(first[3]):
+            raise ValueError(f"{path}: parameter hash differs from {first[2]}'s: case groups of other runs")
+        if n != first[1] or int(a["case_count"]) != int(first[3]["case_count"]):
+            raise ValueError(f"{path}: group {k}/{n} of {int(a['case_count'])} cases, but {first[2]} is group "
+                             f"{first[0]}/{first[1]} of {int(first[3]['case_count'])}: case groups of other splits")
+    total, n = int(first[3]["case_count"]), first[1]
+    groups.sort(key=lambda g: g[0])
+    seen, owner = {}, {}
+    for k, _, path, _, held in groups:
+        if k in seen:
+            raise ValueError(f"{path}: case group {k}/{n} given twice (also {seen[k]})")
+        seen[k] = path
+        lo, hi = case_range(f"{k}/{n}", total)
+        indices = sorted(i for i, _, _ in held.values())
+        if indices != list(range(lo, hi)):
+            raise ValueError(f"{path}: holds cases {indices} of {total}, but group {k}/{n} is cases "
+                             f"{list(range(lo, hi))}: a damaged or foreign file")
+        for name in held:
+            if name in owner:
+                raise ValueError(f"{path}: case '{name}' also in {owner[name]}: duplicated cases")
+            owner[name] = path
+    missing = [k for k in range(1, n + 1) if k not in seen]
+    if missing:
+        k = missing[0]
+        lo, hi = case_range(f"{k}/{n}", total)
+        before = [g[2] for g in groups if g[0] < k]
+        where = before[-1] if before else groups[0][2]
+        what = f"cases {lo}-{hi - 1} of {total}" if hi > lo else f"no case of {total}"
+        raise ValueError(f"{where}: case group {k}/{n} ({what}) missing"
+                         + (f", and {len(missing) - 1} more group(s)" if len(missing) > 1 else ""))
+    full = [g for g in groups if g[4]]
+    root = {key: v for key, v in first[3].items() if key not in _GROUP_ROOT}
+    if full and "sampler_params" in full[0][3]:
+        root["sampler_params"] = full[0][3]["sampler_params"]
+    with CaseWriter(out_path) as fo:
+        for _, _, _, _, held in groups:
+            for name, (_, arrays, case_attrs) in sorted(held.items(), key=lambda item: item[1][0]):
+                fo.add(name, {key: v for key, v in case_attrs.items() if key not in _GROUP_CASE}, **arrays)
+        fo.finish(root)
