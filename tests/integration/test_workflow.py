@@ -172,6 +172,49 @@ def test_rerun_is_a_no_op(tiny_run):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
+def _report_data(html: str, name: str):
+    """A JSON object the report page defines as `var <name> = {...}`."""
+    import json
+
+    start = html.index(f"var {name} = {{") + len(f"var {name} = ")
+    return json.JSONDecoder().raw_decode(html[start:])[0]
+
+
+def test_report_files_every_result_by_category(tiny_run, tmp_path):
+    """`snakemake --report`: every table and figure in its modality's category (or Run time), under
+    a subcategory, with a unique label and a caption stating the setting and metric convention."""
+    import zipfile
+
+    report = tmp_path / "report.zip"
+    snakemake("--configfile", str(TINY), "--report", str(report), cwd=tiny_run)
+    with zipfile.ZipFile(report) as z:
+        html = z.read(next(n for n in z.namelist() if n.endswith("report.html"))).decode()
+    categories, results = _report_data(html, "categories"), _report_data(html, "results")
+    assert set(categories) == {"MRI", "CT", "Run time"}   # no ablation, no trained model in the tiny run
+    assert set(categories["Run time"]) == {"MRI", "CT"}
+    assert "tables" in categories["MRI"] and "demo_thorax · sv8" in categories["CT"]
+    assert "demo_brain_ood · gaussian1d-R4-acs0.25-magnitude" in categories["MRI"]
+    filed = [path for subcats in categories.values() for paths in subcats.values() for path in paths]
+    assert sorted(filed) == sorted(results) and "Other" not in {s for c in categories.values() for s in c}
+    labels = [r["labels"]["result"] for r in results.values()]
+    assert len(set(labels)) == len(labels) == len(results)
+    ct_figure = results["results/figures/ct/demo_thorax/sv4.png"]["caption"]
+    assert "4 projection views" in ct_figure and "clipped to [0, 1]" in ct_figure
+    mri_table = results["results/tables/mri_image.md"]["caption"]
+    assert "poisson mask, acceleration R = 4" in mri_table and "fastMRI convention" in mri_table
+
+
+def test_demo_plots_the_loss_curve_of_every_model_it_uses(tmp_path):
+    """Rule all of the demo config asks for one loss curve per trained or installed model."""
+    proc = snakemake("-n", "--configfile", str(ROOT / "config.yaml"), cwd=tmp_path)
+    curves = {ln.split("results/figures/training/")[1] for ln in proc.stdout.splitlines()
+              if ln.strip().startswith("output: results/figures/training/")}
+    assert curves == {f"{name}.png" for name in (
+        "score_mri_demo_brain", "unet_demo_brain_gaussian1d-R4-acs0.12", "varnet_demo_brain_gaussian1d-R4-acs0.12",
+        "ct_patch_demo_thorax", "ct_slice_demo_thorax", "ct_score_demo_thorax", "ct_slice_perp_demo_thorax",
+        "fbp_unet_demo_thorax_sv8")}
+
+
 def test_configfile_replaces_the_demo_config(tmp_path):
     """A paper config given with --configfile must not inherit the demo's MRI matrix."""
     proc = snakemake("-n", "--configfile", str(ROOT / "config" / "paper" / "aapm.yaml"), cwd=tmp_path)

@@ -295,3 +295,41 @@ def test_compare_results_finds_differences(tmp_path):
     assert [d.split()[0] for d in compare_results(tmp_path / "a", tmp_path / "c")] == ["DIFF"]
     (tmp_path / "b" / "mri" / "d" / "s" / "tv" / "metrics.csv").unlink()
     assert compare_results(tmp_path / "a", tmp_path / "b") == ["MISSING mri/d/s/tv/metrics.csv"]
+
+
+def test_loss_curve_figure_writes_a_png(tmp_path):
+    import json
+
+    import matplotlib.pyplot as plt
+
+    from diffrecon.report.figures import loss_curve_figure
+
+    sidecar = tmp_path / "model.json"
+    history = [[step, 2.0 * 0.7 ** (step / 100)] for step in range(100, 1100, 100)]
+    sidecar.write_text(json.dumps({"method": "ct_slice", "dataset": "demo_thorax", "step": 1000,
+                                   "loss_history": history, "exported_from": {"checkpoint": "x"}}))
+    out = loss_curve_figure(sidecar, tmp_path / "training" / "ct_slice_demo_thorax.png")
+    assert out.exists()
+    _png(out)
+    assert plt.get_fignums() == []
+    # a supervised network's curve: family in the title, non-positive losses on a linear axis
+    sidecar.write_text(json.dumps({"method": "unet", "loss_history": [[1, 0.5], [2, 0.0]]}))
+    assert loss_curve_figure(sidecar, tmp_path / "u.png", model="fbp_unet", dataset="d", family="sv8").exists()
+
+
+@pytest.mark.parametrize("meta", [{"method": "unet", "step": 10}, {"loss_history": []},
+                                  {"loss_history": [1, 2, 3]}])
+def test_loss_curve_figure_needs_a_loss_history(tmp_path, meta):
+    import json
+
+    from diffrecon.errors import DataFormatError
+    from diffrecon.logs import error_line
+    from diffrecon.report.figures import loss_curve_figure
+
+    sidecar = tmp_path / "model.json"
+    sidecar.write_text(json.dumps(meta))
+    with pytest.raises(DataFormatError, match="loss_history") as err:
+        loss_curve_figure(sidecar, tmp_path / "x.png")
+    line = error_line(err.value)
+    assert str(sidecar) in line and "\n" not in str(err.value)
+    assert not (tmp_path / "x.png").exists()

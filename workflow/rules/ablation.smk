@@ -42,25 +42,37 @@ rule evaluate_ablation:
         "../scripts/evaluate.py"
 
 
+#: report subcategory of the CT ablation (its one cell)
+CT_ABLATION_SUBCATEGORY = f"{X.ablation()['dataset']} · {X.ablation()['setting']}" if X.ablation() else "none"
+
+
 rule ablation_report:
     """CT: tables and plots of PSNR vs DDIM steps (NFE) and PSNR vs jump frequency."""
     input:
         ablation_metrics_files(),
     output:
         steps_csv=f"{RESULTS}/tables/ct_ablation_steps.csv",
-        steps_md=report(f"{RESULTS}/tables/ct_ablation_steps.md", caption="../report/ablation.rst", category="Ablations"),
+        steps_md=report(f"{RESULTS}/tables/ct_ablation_steps.md", caption="../report/ablation.rst",
+                        category="Ablations", subcategory=CT_ABLATION_SUBCATEGORY,
+                        labels={"result": "CT PSNR vs DDIM steps · table"}),
         jump_csv=f"{RESULTS}/tables/ct_ablation_jump.csv",
-        jump_md=report(f"{RESULTS}/tables/ct_ablation_jump.md", caption="../report/ablation.rst", category="Ablations"),
+        jump_md=report(f"{RESULTS}/tables/ct_ablation_jump.md", caption="../report/ablation.rst",
+                       category="Ablations", subcategory=CT_ABLATION_SUBCATEGORY,
+                       labels={"result": "CT PSNR vs jump frequency · table"}),
         steps_png=report(f"{RESULTS}/figures/ct/ablation_steps.png", caption="../report/ablation.rst",
-                         category="Ablations"),
+                         category="Ablations", subcategory=CT_ABLATION_SUBCATEGORY,
+                         labels={"result": "CT PSNR vs DDIM steps · plot"}),
         jump_png=report(f"{RESULTS}/figures/ct/ablation_jump.png", caption="../report/ablation.rst",
-                        category="Ablations"),
+                        category="Ablations", subcategory=CT_ABLATION_SUBCATEGORY,
+                        labels={"result": "CT PSNR vs jump frequency · plot"}),
     log:
         "logs/ablation_report/ct.log",
     params:
         modality="ct",
         variants=X.ablation_variants(),
         where=X.ablation_where(),
+        convention=metric_convention("ct"),
+        setting_notes=[setting_description("ct", X.ablation()["setting"])] if X.ablation() else [],
     conda:
         ENV
     script:
@@ -74,15 +86,19 @@ rule mri_ablation_report:
     output:
         steps_csv=f"{RESULTS}/tables/mri_ablation_steps.csv",
         steps_md=report(f"{RESULTS}/tables/mri_ablation_steps.md", caption="../report/ablation.rst",
-                        category="Ablations"),
+                        category="Ablations", subcategory=mri_ablation_subcategory(),
+                        labels={"result": "MRI PSNR and SSIM vs score-MRI steps · table"}),
         steps_png=report(f"{RESULTS}/figures/mri/ablation_steps.png", caption="../report/ablation.rst",
-                         category="Ablations"),
+                         category="Ablations", subcategory=mri_ablation_subcategory(),
+                         labels={"result": "MRI PSNR and SSIM vs score-MRI steps · plot"}),
     log:
         "logs/ablation_report/mri.log",
     params:
         modality="mri",
         variants=X.mri_ablation_runs(),
         where=X.mri_ablation_where(),
+        convention=metric_convention("mri"),
+        setting_notes=list(dict.fromkeys(setting_description("mri", s) for s, _, _ in X.mri_ablation_runs())),
     conda:
         ENV
     script:

@@ -4,6 +4,7 @@
 
 import copy
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -15,7 +16,7 @@ except ImportError:
     sys.exit(1)
 from diffrecon.config import ConfigError, case_group_methods, read_yaml, validate_config
 from diffrecon.experiment import VIEWS, Experiment
-from diffrecon.settings import MRISetting
+from diffrecon.settings import CTSetting, MRISetting
 
 # Snakemake parsed the config file(s) itself, keeping the last of duplicate keys: read them again
 # strictly (duplicate keys, syntax errors: one line with file, line and column).
@@ -254,8 +255,91 @@ def repository_path(path):
     return str(path if path.is_absolute() else Path(workflow.basedir) / path)
 
 
+def used_models():
+    """Checkpoint of every model the configured run loads (table cells, robustness and prospective
+    sets, ablations), each once, in a stable order."""
+    paths = []
+
+    def add(modality, dataset, setting, method):
+        for path in (model_path(modality, dataset, setting, method), *extra_model_paths(method).values()):
+            if path and path not in paths:
+                paths.append(path)
+
+    for modality in X.modalities():
+        for d, s, m in X.cells(modality):
+            add(modality, d, s, m)
+    if "mri" in X.modalities():
+        for d, s in X.prospective_sets():
+            for m in X.prospective_methods(d):
+                add("mri", d, s, m)
+        for s, m, _ in X.mri_ablation_runs():
+            add("mri", X.mri_ablation()["dataset"], s, m)
+    if "ct" in X.modalities() and X.ablation():
+        for m, _ in X.ablation_variants():
+            add("ct", X.ablation()["dataset"], X.ablation()["setting"], m)
+    return paths
+
+
+def _loss_curves():
+    """Loss-curve figure name (<model>_<dataset>[_<family>]) → model, dataset, family (mask family
+    of an MRI U-Net/VarNet, setting of an FBP-U-Net; "" for the priors) and sidecar JSON."""
+    prefix = f"{RESULTS}/models/"
+    out = {}
+    for path in used_models():
+        model, dataset, *family = path[len(prefix):].split("/")[:-1]
+        name = "_".join([model, dataset, *family])
+        out[name] = {"model": model, "dataset": dataset, "family": "/".join(family),
+                     "sidecar": str(Path(path).with_suffix(".json"))}
+    return out
+
+
+#: the training loss curves of the run (rule loss_curve), by figure name
+LOSS_CURVES = _loss_curves()
+
+
+# ---------------------------------------------------------------------------------- report
+# `snakemake --report`: every table and figure is filed under a category (REPORT_CATEGORY of its
+# modality, "Ablations", "Run time" or "Training") and a subcategory (dataset · setting where it
+# belongs to one), with one label that names it uniquely in the report.
+
+REPORT_CATEGORY = {"mri": "MRI", "ct": "CT"}
+
+
+def report_category(wildcards):
+    return REPORT_CATEGORY[wildcards.modality]
+
+
+def metric_convention(modality):
+    """The metric convention of a modality, as printed under its tables (diffrecon.metrics)."""
+    from diffrecon.metrics.ct import CT_CONVENTION
+    from diffrecon.metrics.mri import MRI_CONVENTION
+
+    return MRI_CONVENTION if modality == "mri" else CT_CONVENTION
+
+
+def setting_description(modality, setting):
+    """A setting name in words (report captions)."""
+    if modality == "ct":
+        s = CTSetting.parse(setting)
+        if s.kind == "sv":
+            return f"{setting}: sparse view, {s.n} projection views uniform over [0°, 180°)"
+        return f"{setting}: limited angle, {s.n}° at 1° steps"
+    if setting.startswith("prospective-"):
+        return f"{setting}: prospective data, the files' own sampling masks, {setting[len('prospective-'):]} coil mode"
+    s = MRISetting.parse(setting)
+    return (f"{setting}: {s.mask} mask, acceleration R = {s.acceleration:g}, ACS fraction {s.acs_fraction:g}, "
+            f"{s.coil_mode} coil mode")
+
+
+def mri_ablation_subcategory():
+    a = X.mri_ablation() or {}
+    settings = list(dict.fromkeys(s for s, _, _ in X.mri_ablation_runs()))
+    return f"{a.get('dataset')} · {' / '.join(settings)}"
+
+
 def final_outputs():
-    """Final targets: tables per modality and view, one figure per setting."""
+    """Final targets: tables per modality and view, one figure per setting, the loss curve of every
+    model the run uses."""
     out = []
     for modality in X.modalities():
         out.append(f"{RESULTS}/tables/{modality}_summary.csv")
@@ -277,4 +361,5 @@ def final_outputs():
     if "mri" in X.modalities():
         out += [f"{RESULTS}/figures/mri/{d}/uncertainty/{s}_{m}.png" for d, s, m in X.cells("mri")
                 if methods.get(m).kind == "diffusion" and X.n_samples(s, m) > 1]
+    out += [f"{RESULTS}/figures/training/{name}.png" for name in LOSS_CURVES]
     return out

@@ -9,11 +9,16 @@ rule summarize:
         summary=report(
             f"{RESULTS}/tables/{{modality}}_summary.csv",
             caption="../report/summary.rst",
-            category="Tables",
+            category=report_category,
+            subcategory="tables",
+            labels=lambda w: {"result": f"{REPORT_CATEGORY[w.modality]} per-cell summary"},
         ),
         cases=f"{RESULTS}/tables/{{modality}}_cases.csv",
     log:
         "logs/summarize/{modality}.log",
+    params:
+        convention=lambda w: metric_convention(w.modality),
+        settings=lambda w: [setting_description(w.modality, s) for s in X.settings(w.modality)],
     conda:
         ENV
     script:
@@ -29,7 +34,9 @@ rule table:
         md=report(
             f"{RESULTS}/tables/{{modality}}_{{view}}.md",
             caption="../report/table.rst",
-            category="Tables",
+            category=report_category,
+            subcategory="tables",
+            labels=lambda w: {"result": f"{REPORT_CATEGORY[w.modality]} table · {w.view} view"},
         ),
         tex=f"{RESULTS}/tables/{{modality}}_{{view}}.tex",
     log:
@@ -41,6 +48,8 @@ rule table:
         settings=lambda w: X.settings(w.modality),
         datasets=lambda w: list(config[w.modality]["datasets"]),
         steps_note=lambda w: X.reduced_steps_note(w.modality),
+        convention=lambda w: metric_convention(w.modality),
+        setting_notes=lambda w: [setting_description(w.modality, s) for s in X.settings(w.modality)],
     conda:
         ENV
     script:
@@ -56,7 +65,9 @@ rule robustness_table:
         md=report(
             f"{RESULTS}/tables/mri_robustness.md",
             caption="../report/robustness.rst",
-            category="Tables",
+            category="MRI",
+            subcategory="tables",
+            labels={"result": "MRI robustness table (out-of-distribution test sets)"},
         ),
         tex=f"{RESULTS}/tables/mri_robustness.tex",
     log:
@@ -69,6 +80,9 @@ rule robustness_table:
         datasets=lambda w: X.robustness_columns()["datasets"],
         steps_note=X.reduced_steps_note("mri"),
         title="MRI robustness: in-distribution test set next to held-out sets, same models and masks",
+        convention=metric_convention("mri"),
+        setting_notes=lambda w: [setting_description("mri", s) for s in X.robustness_columns()["settings"]],
+        held_out=lambda w: [f"{name}: split {r['split']} of {r['of']}" for name, r in X.robustness_sets().items()],
     conda:
         ENV
     script:
@@ -83,12 +97,16 @@ rule figure:
         report(
             f"{RESULTS}/figures/{{modality}}/{{dataset}}/{{setting}}.png",
             caption="../report/figure.rst",
-            category="Figures",
+            category=report_category,
+            subcategory="{dataset} · {setting}",
+            labels=lambda w: {"result": f"{REPORT_CATEGORY[w.modality]} comparison · {w.dataset} · {w.setting}"},
         ),
     log:
         "logs/figure/{modality}/{dataset}/{setting}.log",
     params:
         case_index=config["figures"]["case_index"],
+        convention=lambda w: metric_convention(w.modality),
+        setting=lambda w: setting_description(w.modality, w.setting),
     conda:
         ENV
     script:
@@ -105,13 +123,16 @@ rule prospective_figure:
     output:
         report(
             f"{RESULTS}/figures/mri/{{dataset}}/prospective-{{coil_mode,multicoil|singlecoil}}.png",
-            caption="../report/figure.rst",
-            category="Figures",
+            caption="../report/prospective.rst",
+            category="MRI",
+            subcategory="{dataset} · prospective-{coil_mode}",
+            labels={"result": "MRI prospective reconstructions · {dataset} · {coil_mode}"},
         ),
     log:
         "logs/figure/mri/{dataset}/prospective-{coil_mode}.log",
     params:
         case_index=config["figures"]["case_index"],
+        setting=lambda w: setting_description("mri", f"prospective-{w.coil_mode}"),
     conda:
         ENV
     script:
@@ -127,12 +148,17 @@ rule uncertainty_figure:
         report(
             f"{RESULTS}/figures/mri/{{dataset}}/uncertainty/{{setting}}_{{method}}.png",
             caption="../report/uncertainty.rst",
-            category="Figures",
+            category="MRI",
+            subcategory="{dataset} · {setting}",
+            labels=lambda w: {"result": f"MRI uncertainty · {w.dataset} · {w.setting} · {methods.label(w.method)}"},
         ),
     log:
         "logs/uncertainty_figure/{dataset}/{setting}_{method}.log",
     params:
         case_index=config["figures"]["case_index"],
+        setting=lambda w: setting_description("mri", w.setting),
+        method=lambda w: methods.label(w.method),
+        n_samples=lambda w: X.n_samples(w.setting, w.method),
     conda:
         ENV
     script:
@@ -148,14 +174,45 @@ rule runtime_table:
         md=report(
             f"{RESULTS}/tables/{{modality}}_runtime.md",
             caption="../report/runtime.rst",
-            category="Tables",
+            category="Run time",
+            subcategory=report_category,
+            labels=lambda w: {"result": f"{REPORT_CATEGORY[w.modality]} run time per test volume and NFE"},
         ),
     log:
         "logs/runtime_table/{modality}.log",
     params:
         methods=lambda w: X.methods(w.modality),
         steps_note=lambda w: X.reduced_steps_note(w.modality),
+        setting_notes=lambda w: [setting_description(w.modality, s) for s in X.settings(w.modality)],
     conda:
         ENV
     script:
         "../scripts/runtime_table.py"
+
+
+rule loss_curve:
+    """Training loss against step of one trained model the run uses, from its sidecar JSON."""
+    input:
+        sidecar=lambda w: LOSS_CURVES[w.name]["sidecar"],
+    output:
+        report(
+            f"{RESULTS}/figures/training/{{name}}.png",
+            caption="../report/training.rst",
+            category="Training",
+            subcategory=lambda w: LOSS_CURVES[w.name]["model"],
+            labels=lambda w: {"result": " · ".join(v for k, v in LOSS_CURVES[w.name].items() if k != "sidecar" and v)},
+        ),
+    log:
+        "logs/loss_curve/{name}.log",
+    wildcard_constraints:
+        # only the models of the configured run (a pattern that matches nothing when there are none)
+        name="|".join(re.escape(n) for n in LOSS_CURVES) or "(?!)",
+    params:
+        model=lambda w: LOSS_CURVES[w.name]["model"],
+        dataset=lambda w: LOSS_CURVES[w.name]["dataset"],
+        family=lambda w: LOSS_CURVES[w.name]["family"],
+        about=lambda w: methods.MODELS[LOSS_CURVES[w.name]["model"]],
+    conda:
+        ENV
+    script:
+        "../scripts/loss_curve.py"

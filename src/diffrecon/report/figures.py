@@ -11,10 +11,13 @@ backend: figures are only ever written to files, never shown.
 * :func:`uncertainty_figure` — posterior samples of one slice: ground truth,
   posterior mean, pixel-wise standard deviation and absolute error.
 * :func:`save_preview` — a single image, used by the command line.
+* :func:`loss_curve_figure` — the training loss of a trained model against the optimiser step,
+  read from its checkpoint's sidecar JSON (``loss_history``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -26,7 +29,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-__all__ = ["comparison_figure", "ct_views_figure", "uncertainty_figure", "save_preview"]
+from diffrecon.errors import DataFormatError  # noqa: E402
+
+__all__ = ["comparison_figure", "ct_views_figure", "uncertainty_figure", "save_preview", "loss_curve_figure"]
 
 DPI = 150
 IMAGE_CMAP = "gray"
@@ -431,4 +436,59 @@ def reconstructions_figure(images: Mapping, out_path, measurement=None, measurem
         _bare(ax)
     if title:
         fig.suptitle(title, fontsize=11)
+    return _save(fig, out_path)
+
+
+def read_loss_history(sidecar) -> tuple[dict, np.ndarray, np.ndarray]:
+    """``(sidecar dict, steps, losses)`` of a checkpoint's sidecar JSON.
+
+    Raises :class:`~diffrecon.errors.DataFormatError` (one line naming the file) when the file is
+    not a JSON object or has no usable ``loss_history`` (a list of ``[step, loss]`` pairs).
+    """
+    path = Path(sidecar)
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(f"{path}: not a JSON file ({exc.msg}, line {exc.lineno})") from None
+    history = meta.get("loss_history") if isinstance(meta, dict) else None
+    if not history:
+        raise DataFormatError(f"{path}: no loss_history (a list of [step, loss] pairs) in this model sidecar")
+    try:
+        arr = np.asarray(history, dtype=np.float64)
+    except (TypeError, ValueError):
+        arr = np.empty((0,))
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise DataFormatError(f"{path}: loss_history is not a list of [step, loss] pairs")
+    return meta, arr[:, 0], arr[:, 1]
+
+
+def loss_curve_figure(sidecar, out_path, model: str | None = None, dataset: str | None = None,
+                      family: str | None = None) -> Path:
+    """Training loss against the optimiser step of one trained model, from its sidecar JSON.
+
+    The loss axis is logarithmic (linear when some recorded loss is not positive). The title names
+    the model, the dataset (and the mask family or setting of a supervised network), the number of
+    training steps and where the weights come from: shipped with the repository (the sidecar has
+    ``exported_from``) or trained in this run. ``model``/``dataset`` default to the sidecar's
+    ``method``/``dataset``. Returns the written path.
+    """
+    meta, steps, losses = read_loss_history(sidecar)
+    model = model or meta.get("method", "model")
+    dataset = dataset or meta.get("dataset", "?")
+    n_steps = int(meta.get("step", steps[-1]))
+    origin = "shipped weights" if meta.get("exported_from") else "trained in this run"
+    what = f"{model} · {dataset}" + (f" · {family}" if family else "")
+
+    fig, ax = plt.subplots(figsize=(5.6, 3.6), layout="constrained")
+    ax.plot(steps, losses, marker="o", markersize=3, linewidth=1.4, color="#1f5fa8")
+    if np.all(losses > 0):
+        ax.set_yscale("log")
+        ax.set_ylabel("training loss (log scale)")
+    else:
+        ax.set_ylabel("training loss")
+    ax.set_xlabel("optimiser step")
+    ax.grid(True, which="both", alpha=0.3)
+    loss_name = meta.get("loss")
+    suffix = f", {loss_name} loss" if loss_name else ""
+    ax.set_title(f"{what}\n{n_steps} steps{suffix} · {origin}", fontsize=10)
     return _save(fig, out_path)
