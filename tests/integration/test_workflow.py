@@ -112,7 +112,7 @@ def test_tables_and_figures_exist(tiny_run):
         for ext in ("csv", "md", "tex"):
             assert (tables / f"{stem}.{ext}").stat().st_size > 0
     md = (tables / "mri_image.md").read_text()
-    assert "zero_filled" in md and "tv" in md and "fastMRI" in md
+    assert "Zero-filled" in md and "TV" in md and "fastMRI" in md   # printed names
     pngs = sorted((tiny_run / "results" / "figures").rglob("*.png"))
     assert len(pngs) == 6 + 1          # 4 MRI + 2 CT settings, 1 out-of-distribution setting
 

@@ -103,6 +103,8 @@ rule figure:
         ),
     log:
         "logs/figure/{modality}/{dataset}/{setting}.log",
+    wildcard_constraints:
+        setting="(?!prospective-)[^/]+",
     params:
         case_index=config["figures"]["case_index"],
         convention=lambda w: metric_convention(w.modality),
