@@ -133,7 +133,7 @@ def test_robustness_cells_test_the_held_out_split(tiny_run):
     table = pd.read_csv(res / "tables" / "mri_robustness.csv")
     assert set(zip(table.dataset, table.setting)) == {("demo_brain", setting), ("demo_brain_ood", setting)}
     md = (res / "tables" / "mri_robustness.md").read_text()
-    assert "demo_brain_ood" in md and "tv" in md
+    assert "demo_brain_ood" in md and "| TV |" in md   # printed names
     assert "demo_brain_ood" not in set(pd.read_csv(res / "tables" / "mri_image.csv").dataset)
 
 
