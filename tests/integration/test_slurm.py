@@ -116,6 +116,10 @@ def slurm():
         yield
     finally:
         subprocess.run(["bash", str(STOP)], capture_output=True, text=True, timeout=120)
+        # the configuration naming the stopped controller is gone: SLURM clients (and snakemake's
+        # SLURM plugin, at every snakemake start) fail fast instead of retrying it for ~10 s
+        conf = Path("/etc/slurm/slurm.conf")
+        assert not (conf.exists() and "written by tests/slurm/start_localhost.sh" in conf.read_text())
 
 
 def _run_with_sigint_timeout(cmd, cwd, timeout):
