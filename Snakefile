@@ -24,7 +24,7 @@ wildcard_constraints:
     dataset="[A-Za-z0-9_]+",
     method="[A-Za-z0-9_]+",
     setting="[A-Za-z0-9.\-]+",
-    view="image|axial|coronal|sagittal",
+    view="image|axial|coronal|sagittal|magnitude|singlecoil|multicoil",
     variant="(steps|jump)[0-9]+",
 
 

@@ -108,13 +108,20 @@ def test_a_tpdm_cell_installs_both_shipped_priors_or_trains_the_unshipped_one(tm
 
 def test_tables_and_figures_exist(tiny_run):
     tables = tiny_run / "results" / "tables"
-    for stem in ("mri_image", "ct_axial", "ct_coronal", "ct_sagittal"):
+    for stem in ("mri_magnitude", "mri_multicoil", "ct_axial", "ct_coronal", "ct_sagittal"):
         for ext in ("csv", "md", "tex"):
             assert (tables / f"{stem}.{ext}").stat().st_size > 0
-    md = (tables / "mri_image.md").read_text()
+    assert not (tables / "mri_image.md").exists()                   # MRI: one table per coil mode
+    md = (tables / "mri_multicoil.md").read_text()
     assert "Zero-filled" in md and "TV" in md and "fastMRI" in md   # printed names
+    assert "MRI reconstruction, multi-coil" in md and "Gaussian 1D ×4" in md and "Poisson ×4" in md
+    assert "magnitude" not in md.split("\n| Method")[1]            # only this coil mode's columns
+    assert set(pd.read_csv(tables / "mri_multicoil.csv").setting) == {"gaussian1d-R4-acs0.25-multicoil",
+                                                                       "poisson-R4-acs0.25-multicoil"}
     pngs = sorted((tiny_run / "results" / "figures").rglob("*.png"))
     assert len(pngs) == 6 + 1          # 4 MRI + 2 CT settings, 1 out-of-distribution setting
+    for png in pngs:                   # 300 dpi PNG and the vector PDF of the same figure
+        assert png.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
 
 
 def test_robustness_cells_test_the_held_out_split(tiny_run):
@@ -134,7 +141,7 @@ def test_robustness_cells_test_the_held_out_split(tiny_run):
     assert set(zip(table.dataset, table.setting)) == {("demo_brain", setting), ("demo_brain_ood", setting)}
     md = (res / "tables" / "mri_robustness.md").read_text()
     assert "demo_brain_ood" in md and "| TV |" in md   # printed names
-    assert "demo_brain_ood" not in set(pd.read_csv(res / "tables" / "mri_image.csv").dataset)
+    assert "demo_brain_ood" not in set(pd.read_csv(res / "tables" / "mri_magnitude.csv").dataset)
 
 
 def test_table_numbers_come_from_cell_files(tiny_run):
@@ -200,8 +207,9 @@ def test_report_files_every_result_by_category(tiny_run, tmp_path):
     assert len(set(labels)) == len(labels) == len(results)
     ct_figure = results["results/figures/ct/demo_thorax/sv4.png"]["caption"]
     assert "4 projection views" in ct_figure and "clipped to [0, 1]" in ct_figure
-    mri_table = results["results/tables/mri_image.md"]["caption"]
+    mri_table = results["results/tables/mri_multicoil.md"]["caption"]
     assert "poisson mask, acceleration R = 4" in mri_table and "fastMRI convention" in mri_table
+    assert "multicoil coil mode" in mri_table and "-magnitude:" not in mri_table   # its coil mode only
 
 
 def test_demo_plots_the_loss_curve_of_every_model_it_uses(tmp_path):
@@ -244,7 +252,8 @@ def test_score_rules_retrain_end_to_end(tmp_path):
     config = tmp_path / "score.yaml"
     config.write_text(yaml.safe_dump(cfg))
     # one thread per job: two jobs at a time instead of one two-thread job oversubscribing the CPUs
-    snakemake("results/tables/mri_image.csv", "results/tables/mri_ablation_steps.md", "--configfile", str(config),
+    snakemake("results/tables/mri_magnitude.csv", "results/tables/mri_multicoil.csv", "results/tables/mri_ablation_steps.md",
+              "--configfile", str(config),
               "--cores", "2", "--set-threads", "reconstruct=1", "reconstruct_ablation=1", "train_score_mri=1",
               cwd=tmp_path)
 
@@ -255,7 +264,7 @@ def test_score_rules_retrain_end_to_end(tmp_path):
     assert sidecar["train"]["steps"] == 20 and sidecar["dataset"] == "demo_brain"
 
     mag, multi = "gaussian1d-R4-acs0.25-magnitude", "gaussian1d-R4-acs0.25-multicoil"
-    table = pd.read_csv(results / "tables" / "mri_image.csv")
+    table = pd.concat([pd.read_csv(results / "tables" / f"mri_{c}.csv") for c in ("magnitude", "multicoil")])
     assert set(zip(table.setting, table.method)) == {
         (mag, "zero_filled"), (mag, "score"), (multi, "zero_filled"), (multi, "score"), (multi, "score_hybrid")}
     assert not (results / "mri" / "demo_brain" / mag / "score_hybrid").exists()
@@ -277,7 +286,7 @@ def test_score_rules_retrain_end_to_end(tmp_path):
     cell = pd.read_csv(results / "mri" / "demo_brain" / mag / "score" / "metrics.csv")
     reused = ablation[(ablation.steps == 5) & ~ablation.method.str.contains("Alg. 4")].iloc[0]
     assert reused.psnr_image == pytest.approx(cell.psnr.iloc[0])
-    assert "score 5 (paper 2000), 5 (paper 500)" in (results / "tables" / "mri_image.md").read_text()
+    assert "score 5 (paper 2000), 5 (paper 500)" in (results / "tables" / "mri_multicoil.md").read_text()
 
 
 def test_training_rule_launches_torchrun_for_two_processes(tmp_path):

@@ -333,3 +333,34 @@ def test_loss_curve_figure_needs_a_loss_history(tmp_path, meta):
     line = error_line(err.value)
     assert str(sidecar) in line and "\n" not in str(err.value)
     assert not (tmp_path / "x.png").exists()
+
+
+def test_markdown_tables_are_at_most_twelve_columns_wide(tmp_path):
+    """Eight MRI settings of one coil mode (16 metric columns): the Markdown table comes in parts of at
+    most 12 columns with every row in each part, headers printed as the paper (mask, R); the LaTeX
+    table keeps all columns in one table."""
+    from diffrecon.report.tables import MAX_MD_COLUMNS, setting_label
+
+    rows = []
+    for mask in ("gaussian1d", "uniform1d", "gaussian2d", "poisson"):
+        for r, acs in ((4, 0.08), (8, 0.04)):
+            for method, psnr in (("zero_filled", 25.0), ("score", 30.0)):
+                for case in ("a", "b"):
+                    rows.append({"modality": "mri", "dataset": "knee", "setting": f"{mask}-R{r}-acs{acs}-multicoil",
+                                 "method": method, "case": case, "view": "image", "psnr": psnr + (case == "b"),
+                                 "ssim": 0.8, "nmse": 0.01})
+    paths = write_table(summarize(pd.DataFrame(rows)), "mri", "image", tmp_path / "mri_multicoil", "note")
+    md = paths["md"].read_text()
+    tables = [ln for ln in md.splitlines() if ln.startswith("| Method")]
+    assert len(tables) == 2 and "*Part 1 of 2.*" in md and "*Part 2 of 2.*" in md
+    for line in md.splitlines():
+        if line.startswith("|"):
+            assert line.count(" | ") + 1 <= MAX_MD_COLUMNS
+    assert sum(ln.startswith("| score-MRI |") for ln in md.splitlines()) == 2
+    assert "knee / Gaussian 1D ×4 PSNR" in tables[0] and "knee / Poisson ×8 SSIM" in tables[1]
+    assert "multicoil" not in tables[0] + tables[1]                 # one coil mode: not repeated per column
+    tex = paths["tex"].read_text()
+    assert tex.count(r"\begin{tabular}") == 1 and tex.count("Gaussian 1D $\\times$4") == 1
+    assert setting_label("sv8") == "8 views" and setting_label("la90") == "90° limited angle"
+    assert setting_label("poisson-R4-acs0.08-singlecoil") == "Poisson ×4 · singlecoil"
+    assert setting_label("prospective-multicoil") == "prospective-multicoil"

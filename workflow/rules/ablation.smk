@@ -65,6 +65,8 @@ rule ablation_report:
         jump_png=report(f"{RESULTS}/figures/ct/ablation_jump.png", caption="../report/ablation.rst",
                         category="Ablations", subcategory=CT_ABLATION_SUBCATEGORY,
                         labels={"result": "CT PSNR vs jump frequency · plot"}),
+        steps_pdf=f"{RESULTS}/figures/ct/ablation_steps.pdf",
+        jump_pdf=f"{RESULTS}/figures/ct/ablation_jump.pdf",
     log:
         "logs/ablation_report/ct.log",
     params:
@@ -91,6 +93,7 @@ rule mri_ablation_report:
         steps_png=report(f"{RESULTS}/figures/mri/ablation_steps.png", caption="../report/ablation.rst",
                          category="Ablations", subcategory=mri_ablation_subcategory(),
                          labels={"result": "MRI PSNR and SSIM vs score-MRI steps · plot"}),
+        steps_pdf=f"{RESULTS}/figures/mri/ablation_steps.pdf",
     log:
         "logs/ablation_report/mri.log",
     params:

@@ -337,6 +337,25 @@ def mri_ablation_subcategory():
     return f"{a.get('dataset')} · {' / '.join(settings)}"
 
 
+#: the MRI tables' titles by coil mode (score-MRI's algorithms)
+COIL_TITLES = {"magnitude": "magnitude images (real-valued, Alg. 2)", "singlecoil": "complex single-coil (Alg. 3)",
+               "multicoil": "multi-coil (Alg. 4 SSOS, Alg. 5 hybrid)"}
+
+
+def table_views(modality):
+    """Main tables of a modality: CT one per view (axial, coronal, sagittal, as DiffusionBlend),
+    MRI one per coil mode (as score-MRI's tables)."""
+    return list(config["mri"]["coil_modes"]) if modality == "mri" else list(VIEWS[modality])
+
+
+def table_settings(wildcards):
+    """The settings (columns) of one main table: MRI, those of its coil mode."""
+    settings = X.settings(wildcards.modality)
+    if wildcards.modality == "mri":
+        settings = [s for s in settings if s.endswith(f"-{wildcards.view}")]
+    return settings
+
+
 def final_outputs():
     """Final targets: tables per modality and view, one figure per setting, the loss curve of every
     model the run uses."""
@@ -344,7 +363,7 @@ def final_outputs():
     for modality in X.modalities():
         out.append(f"{RESULTS}/tables/{modality}_summary.csv")
         out += [f"{RESULTS}/tables/{modality}_runtime.{ext}" for ext in ("csv", "md")]
-        for view in VIEWS[modality]:
+        for view in table_views(modality):
             out += [f"{RESULTS}/tables/{modality}_{view}.{ext}" for ext in ("csv", "md", "tex")]
         for d in config[modality]["datasets"]:
             out += [f"{RESULTS}/figures/{modality}/{d}/{s}.png" for s in X.settings(modality)]

@@ -26,7 +26,7 @@ rule summarize:
 
 
 rule table:
-    """One table per modality and view: rows = methods, column groups = dataset x setting."""
+    """One main table: CT per view, MRI per coil mode; rows = methods, column groups = dataset x setting."""
     input:
         f"{RESULTS}/tables/{{modality}}_summary.csv",
     output:
@@ -36,20 +36,22 @@ rule table:
             caption="../report/table.rst",
             category=report_category,
             subcategory="tables",
-            labels=lambda w: {"result": f"{REPORT_CATEGORY[w.modality]} table · {w.view} view"},
+            labels=lambda w: {"result": f"{REPORT_CATEGORY[w.modality]} table · {w.view}"
+                                        + ("" if w.modality == "mri" else " view")},
         ),
         tex=f"{RESULTS}/tables/{{modality}}_{{view}}.tex",
     log:
         "logs/table/{modality}_{view}.log",
     params:
         modality=lambda w: w.modality,
-        view=lambda w: w.view,
+        view=lambda w: "image" if w.modality == "mri" else w.view,
         methods=lambda w: X.methods(w.modality),
-        settings=lambda w: X.settings(w.modality),
+        settings=table_settings,
         datasets=lambda w: list(config[w.modality]["datasets"]),
         steps_note=lambda w: X.reduced_steps_note(w.modality),
         convention=lambda w: metric_convention(w.modality),
-        setting_notes=lambda w: [setting_description(w.modality, s) for s in X.settings(w.modality)],
+        setting_notes=lambda w: [setting_description(w.modality, s) for s in table_settings(w)],
+        title=lambda w: f"MRI reconstruction, {COIL_TITLES[w.view]}" if w.modality == "mri" else None,
     conda:
         ENV
     script:
@@ -101,6 +103,7 @@ rule figure:
             subcategory="{dataset} · {setting}",
             labels=lambda w: {"result": f"{REPORT_CATEGORY[w.modality]} comparison · {w.dataset} · {w.setting}"},
         ),
+        f"{RESULTS}/figures/{{modality}}/{{dataset}}/{{setting}}.pdf",   # the same figure as vector PDF
     log:
         "logs/figure/{modality}/{dataset}/{setting}.log",
     wildcard_constraints:
@@ -130,6 +133,7 @@ rule prospective_figure:
             subcategory="{dataset} · prospective-{coil_mode}",
             labels={"result": "MRI prospective reconstructions · {dataset} · {coil_mode}"},
         ),
+        f"{RESULTS}/figures/mri/{{dataset}}/prospective-{{coil_mode}}.pdf",   # the same figure as vector PDF
     log:
         "logs/figure/mri/{dataset}/prospective-{coil_mode}.log",
     params:
@@ -154,6 +158,7 @@ rule uncertainty_figure:
             subcategory="{dataset} · {setting}",
             labels=lambda w: {"result": f"MRI uncertainty · {w.dataset} · {w.setting} · {methods.label(w.method)}"},
         ),
+        f"{RESULTS}/figures/mri/{{dataset}}/uncertainty/{{setting}}_{{method}}.pdf",   # the same figure as vector PDF
     log:
         "logs/uncertainty_figure/{dataset}/{setting}_{method}.log",
     params:
@@ -204,6 +209,7 @@ rule loss_curve:
             subcategory=lambda w: LOSS_CURVES[w.name]["model"],
             labels=lambda w: {"result": " · ".join(v for k, v in LOSS_CURVES[w.name].items() if k != "sidecar" and v)},
         ),
+        f"{RESULTS}/figures/training/{{name}}.pdf",   # the same figure as vector PDF
     log:
         "logs/loss_curve/{name}.log",
     wildcard_constraints:

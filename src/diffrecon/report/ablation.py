@@ -155,11 +155,9 @@ def _plot(df: pd.DataFrame, x: str, out_png, title: str, xlabel: str, by_method:
         ax.set_xticks(df[x].to_numpy())
         ax.set_xticklabels(["adj. only" if j == 0 else str(j) for j in df[x]])
     ax.legend(fontsize=8)
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    from diffrecon.report.figures import save_figure
+
+    return save_figure(fig, out_png)
 
 
 def write_ablation(metrics: Mapping[tuple[str, str], pd.DataFrame], out: Mapping[str, str | Path],
@@ -191,9 +189,9 @@ def write_ablation(metrics: Mapping[tuple[str, str], pd.DataFrame], out: Mapping
             fig, ax = plt.subplots(figsize=(4, 1.5))
             ax.axis("off")
             ax.text(0.5, 0.5, "no variants configured", ha="center", va="center")
-            Path(out[f"{kind}_png"]).parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(out[f"{kind}_png"])
-            plt.close(fig)
+            from diffrecon.report.figures import save_figure
+
+            save_figure(fig, out[f"{kind}_png"])
             continue
         Path(out[f"{kind}_md"]).write_text(_markdown(df, keys, caption))
         _plot(df, x, out[f"{kind}_png"], f"{title}\n{where}" if where else title, xlabel, by_method,

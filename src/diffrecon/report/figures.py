@@ -33,7 +33,7 @@ from diffrecon.errors import DataFormatError  # noqa: E402
 
 __all__ = ["comparison_figure", "ct_views_figure", "uncertainty_figure", "save_preview", "loss_curve_figure"]
 
-DPI = 150
+DPI = 300                    # PNG resolution (a vector PDF is written beside every PNG)
 IMAGE_CMAP = "gray"
 ERROR_CMAP = "inferno"
 ZOOM_COLOR = "#ffd21f"
@@ -165,14 +165,25 @@ def _bare(ax) -> None:
     ax.set_yticks([])
 
 
-def _save(fig, out_path) -> Path:
+def save_figure(fig, out_path) -> Path:
+    """``out_path`` (PNG, :data:`DPI`) and the same figure as vector PDF beside it (``.pdf``)."""
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         fig.savefig(out, dpi=DPI, format="png")
+        fig.savefig(pdf_path(out), format="pdf")
     finally:
         plt.close(fig)
     return out
+
+
+def pdf_path(png_path) -> Path:
+    """The vector PDF written beside a figure's PNG."""
+    return Path(png_path).with_suffix(".pdf")
+
+
+def _window_text(vmin: float, vmax: float) -> str:
+    return f"display window [{vmin:.2f}, {vmax:.2f}] (target scale)"
 
 
 def _aspect(shape) -> str:
@@ -268,10 +279,11 @@ def comparison_figure(
         else:
             err_ax.axis("off")
     axes[1, offset].set_ylabel("|recon − target|", fontsize=8)
+    axes[0, offset].set_ylabel(_window_text(vmin, vmax), fontsize=7)
     fig.colorbar(error_image, cax=cax, label="absolute error")
     if title:
         fig.suptitle(title, fontsize=11)
-    return _save(fig, out_path)
+    return save_figure(fig, out_path)
 
 
 def ct_views_figure(
@@ -318,25 +330,33 @@ def ct_views_figure(
         raise ValueError(f"zoom names unknown views {sorted(unknown)}; views are {', '.join(_CT_VIEWS)}")
     boxes = {view: _zoom_box(take(gt).shape, zoom.get(view)) for view, take in _CT_VIEWS.items()}
     vmin, vmax = _window(gt)
-    emax = _error_max(np.abs(rec - gt) for rec in recs.values())
 
     ncols = len(recs) + 1
     nrows = 2 * len(_CT_VIEWS)
-    fig = plt.figure(figsize=(2.3 * ncols + 0.6, 2.0 * nrows + 0.5 + (0.3 if title else 0.0)), layout="constrained")
-    grid = fig.add_gridspec(nrows + 1, ncols, height_ratios=[1.0] * nrows + [0.08])
+    # each row as tall as its images (coronal / sagittal slices of a short volume are flat): no gaps
+    ratios = []
+    for take in _CT_VIEWS.values():
+        h, w = take(gt).shape
+        r = h / w if _aspect((h, w)) == "equal" else 1.0
+        ratios += [r, r]
+    width = 2.3 * ncols + 0.6
+    panel = (width - 0.6) / ncols
+    fig = plt.figure(figsize=(width, panel * sum(ratios) * 1.12 + 0.5 + (0.3 if title else 0.0)),
+                     layout="constrained")
+    grid = fig.add_gridspec(nrows, ncols, height_ratios=ratios)
     axes = np.array([[fig.add_subplot(grid[r, c]) for c in range(ncols)] for r in range(nrows)])
-    cax = fig.add_subplot(grid[nrows, : len(recs)])
     for ax in axes.ravel():
         _bare(ax)
 
     panels = list(recs.items()) + [("Ground truth", gt)]
-    error_image = None
     for i, (view, take) in enumerate(_CT_VIEWS.items()):
         img_row, err_row = axes[2 * i], axes[2 * i + 1]
         gt_slice = take(gt)
         aspect = _aspect(gt_slice.shape)
         box = boxes[view]
         corner = _inset_corner(gt_slice.shape, box)
+        emax = _error_max(np.abs(take(rec) - gt_slice) for rec in recs.values())     # one scale per row
+        error_image = None
         for j, (name, vol) in enumerate(panels):
             sl = take(vol)
             ax = img_row[j]
@@ -351,14 +371,17 @@ def ct_views_figure(
                     np.abs(sl - gt_slice), cmap=ERROR_CMAP, vmin=0.0, vmax=emax, aspect=aspect,
                     interpolation="nearest",
                 )
-            else:
-                err_row[j].axis("off")
+        # the error row's colour bar in the free cell under the ground truth
+        err_row[-1].axis("off")
+        cax = err_row[-1].inset_axes([0.05, 0.35, 0.9, 0.18])
+        fig.colorbar(error_image, cax=cax, orientation="horizontal")
+        cax.tick_params(labelsize=6)
+        cax.set_title("|recon − target|", fontsize=7)
         img_row[0].set_ylabel(view, fontsize=9)
         err_row[0].set_ylabel(f"{view} |error|", fontsize=8)
-    fig.colorbar(error_image, cax=cax, orientation="horizontal", label="absolute error |recon − target|")
-    if title:
-        fig.suptitle(title, fontsize=11)
-    return _save(fig, out_path)
+    lead = f"{title} · " if title else ""
+    fig.suptitle(f"{lead}{_window_text(vmin, vmax)}; error maps: one colour scale per row", fontsize=10)
+    return save_figure(fig, out_path)
 
 
 def uncertainty_figure(target, mean, std, out_path, n_samples: int | None = None, title: str | None = None) -> Path:
@@ -385,7 +408,7 @@ def uncertainty_figure(target, mean, std, out_path, n_samples: int | None = None
     fig.colorbar(im, ax=axes[2:], shrink=0.85, label="intensity (target scale)")
     if title:
         fig.suptitle(title, fontsize=11)
-    return _save(fig, out_path)
+    return save_figure(fig, out_path)
 
 
 def save_preview(image, out_path, title: str | None = None) -> Path:
@@ -409,7 +432,7 @@ def save_preview(image, out_path, title: str | None = None) -> Path:
     fig.colorbar(im, ax=ax, shrink=0.8)
     if title:
         ax.set_title(title, fontsize=10)
-    return _save(fig, out_path)
+    return save_figure(fig, out_path)
 
 
 def reconstructions_figure(images: Mapping, out_path, measurement=None, measurement_label: str = "mask",
@@ -436,7 +459,7 @@ def reconstructions_figure(images: Mapping, out_path, measurement=None, measurem
         _bare(ax)
     if title:
         fig.suptitle(title, fontsize=11)
-    return _save(fig, out_path)
+    return save_figure(fig, out_path)
 
 
 def read_loss_history(sidecar) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -491,4 +514,4 @@ def loss_curve_figure(sidecar, out_path, model: str | None = None, dataset: str 
     loss_name = meta.get("loss")
     suffix = f", {loss_name} loss" if loss_name else ""
     ax.set_title(f"{what}\n{n_steps} steps{suffix} · {origin}", fontsize=10)
-    return _save(fig, out_path)
+    return save_figure(fig, out_path)

@@ -243,16 +243,56 @@ def _md_escape(text: str) -> str:
     return str(text).replace("|", r"\|")
 
 
-def _write_markdown(path: Path, text: pd.DataFrame, best: pd.DataFrame, caption: str) -> None:
-    header = ["Method"] + [f"{d} / {s} {m}" for d, s, m in text.columns]
-    lines = [caption, "", "| " + " | ".join(_md_escape(h) for h in header) + " |"]
-    lines.append("|" + "|".join([":---"] + ["---:"] * len(text.columns)) + "|")
-    for method in text.index:
-        cells = [_md_escape(method_label(method))]
-        for col in text.columns:
-            cell = _md_escape(text.loc[method, col])
-            cells.append(f"**{cell}**" if best.loc[method, col] else cell)
-        lines.append("| " + " | ".join(cells) + " |")
+#: the widest Markdown table written (columns, the method column included)
+MAX_MD_COLUMNS = 12
+
+_MASK_NAMES = {"gaussian1d": "Gaussian 1D", "uniform1d": "Uniform 1D", "gaussian2d": "Gaussian 2D",
+               "uniform2d": "Uniform 2D", "poisson": "Poisson"}
+
+
+def setting_label(setting: str, with_coil_mode: bool = True) -> str:
+    """A setting as table headers print it: ``Gaussian 1D ×4`` (MRI; `` · multicoil`` unless the
+    table is one coil mode's), ``8 views`` / ``90° limited angle`` (CT); other names unchanged."""
+    from diffrecon.settings import CTSetting, MRISetting
+
+    for kind in (MRISetting, CTSetting):
+        try:
+            parsed = kind.parse(str(setting))
+        except ValueError:
+            continue
+        if kind is CTSetting:
+            return parsed.label
+        text = f"{_MASK_NAMES.get(parsed.mask, parsed.mask)} ×{parsed.acceleration:g}"
+        return f"{text} · {parsed.coil_mode}" if with_coil_mode else text
+    return str(setting)
+
+
+def _column_chunks(columns: pd.MultiIndex, max_columns: int = MAX_MD_COLUMNS) -> list[list[tuple]]:
+    """Consecutive (dataset, setting) groups of columns, as many per part as fit in ``max_columns``
+    columns beside the method column (a group is never split)."""
+    groups = list(dict.fromkeys((d, s) for d, s, _ in columns))
+    per_group = len(TABLE_METRICS)
+    fit = max(1, (max_columns - 1) // per_group)
+    return [[c for c in columns if (c[0], c[1]) in groups[i:i + fit]] for i in range(0, len(groups), fit)]
+
+
+def _write_markdown(path: Path, text: pd.DataFrame, best: pd.DataFrame, caption: str,
+                    one_coil_mode: bool = False) -> None:
+    """The table, in parts of at most :data:`MAX_MD_COLUMNS` columns (same rows, next column groups)."""
+    parts = _column_chunks(text.columns)
+    lines = [caption]
+    for i, cols in enumerate(parts):
+        if len(parts) > 1:
+            lines += ["", f"*Part {i + 1} of {len(parts)}.*"]
+        header = ["Method"] + [f"{d} / {setting_label(s, not one_coil_mode)} {m}" for d, s, m in cols]
+        lines += ["", "| " + " | ".join(_md_escape(h) for h in header) + " |"]
+        lines.append("|" + "|".join([":---"] + ["---:"] * len(cols)) + "|")
+        for method in text.index:
+            cells = [_md_escape(method_label(method))]
+            for col in cols:
+                cell = _md_escape(text.loc[method, col])
+                cells.append(f"**{cell}**" if best.loc[method, col] else cell)
+            lines.append("| " + " | ".join(cells) + " |")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -284,7 +324,8 @@ def _tex_label(stem: Path) -> str:
     return "tab:" + re.sub(r"[^A-Za-z0-9:-]+", "-", stem.name).strip("-")
 
 
-def _write_latex(path: Path, text: pd.DataFrame, best: pd.DataFrame, caption: str, label: str) -> None:
+def _write_latex(path: Path, text: pd.DataFrame, best: pd.DataFrame, caption: str, label: str,
+                 one_coil_mode: bool = False) -> None:
     datasets = list(dict.fromkeys(d for d, _, _ in text.columns))
     groups = list(dict.fromkeys((d, s) for d, s, _ in text.columns))
     n_metrics = len(TABLE_METRICS)
@@ -310,7 +351,7 @@ def _write_latex(path: Path, text: pd.DataFrame, best: pd.DataFrame, caption: st
     # setting row
     cells, rules, start = [""], [], 2
     for _, s in groups:
-        cells.append(rf"\multicolumn{{{n_metrics}}}{{c}}{{{_tex_escape(s)}}}")
+        cells.append(rf"\multicolumn{{{n_metrics}}}{{c}}{{{_tex_escape(setting_label(s, not one_coil_mode))}}}")
         rules.append(rf"\cmidrule(lr){{{start}-{start + n_metrics - 1}}}")
         start += n_metrics
     lines += [" & ".join(cells) + r" \\", "".join(rules)]
@@ -386,8 +427,10 @@ def write_table(
         f"{_tex_escape(lead)}. Values are mean $\\pm$ std over {_tex_escape(n_text)}; "
         f"best PSNR and SSIM per column in bold. {_tex_escape(note)}"
     ).strip()
-    _write_markdown(paths["md"], text, best, md_caption)
-    _write_latex(paths["tex"], text, best, tex_caption, _tex_label(stem))
+    coils = {setting_label(s) for s in sel["setting"]} != {setting_label(s, False) for s in sel["setting"]}
+    one_coil = coils and len({str(s).rsplit("-", 1)[-1] for s in sel["setting"]}) == 1
+    _write_markdown(paths["md"], text, best, md_caption, one_coil)
+    _write_latex(paths["tex"], text, best, tex_caption, _tex_label(stem), one_coil)
     return paths
 
 
@@ -419,13 +462,20 @@ def write_runtime_table(table: pd.DataFrame, out_csv, out_md, modality: str, not
     flat = table.copy()
     flat.columns = [f"{d}/{s}/{q}" for d, s, q in table.columns]
     flat.to_csv(out_csv)
-    header = ["Method"] + [f"{d} / {s} {q}" for d, s, q in table.columns]
     lines = [f"**{modality.upper()} run time.** Wall time per test volume (s, mean over cases) and NFE "
              "(full-volume network evaluations) of each method, from the per-case result files."
-             + (f" {note}" if note else ""), "",
-             "| " + " | ".join(header) + " |", "|:---|" + "---:|" * len(table.columns)]
-    for method, row in table.iterrows():
-        cells = [MISSING if pd.isna(v) else (f"{v:.0f}" if q == "NFE" else f"{v:.2f}")
-                 for (_, _, q), v in zip(table.columns, row)]
-        lines.append("| " + " | ".join([_md_escape(method_label(method)), *cells]) + " |")
+             + (f" {note}" if note else "")]
+    groups = list(dict.fromkeys((d, s) for d, s, _ in table.columns))
+    fit = max(1, (MAX_MD_COLUMNS - 1) // max(1, len(table.columns) // max(1, len(groups))))
+    parts = [groups[i:i + fit] for i in range(0, len(groups), fit)]
+    for k, part in enumerate(parts):
+        cols = [c for c in table.columns if (c[0], c[1]) in part]
+        if len(parts) > 1:
+            lines += ["", f"*Part {k + 1} of {len(parts)}.*"]
+        header = ["Method"] + [f"{d} / {setting_label(s)} {q}" for d, s, q in cols]
+        lines += ["", "| " + " | ".join(_md_escape(h) for h in header) + " |", "|:---|" + "---:|" * len(cols)]
+        for method, row in table[cols].iterrows():
+            cells = [MISSING if pd.isna(v) else (f"{v:.0f}" if q == "NFE" else f"{v:.2f}")
+                     for (_, _, q), v in zip(cols, row)]
+            lines.append("| " + " | ".join([_md_escape(method_label(method)), *cells]) + " |")
     Path(out_md).write_text("\n".join(lines) + "\n")
