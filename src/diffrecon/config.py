@@ -298,7 +298,7 @@ def _check_settings(config: dict) -> None:
     shapes = {}
     for name in mri.get("datasets", []):
         cfg = config["datasets"][name]
-        if cfg["source"] == "demo":
+        if cfg["source"] in ("demo", "anatomy"):
             shapes[name] = (cfg["size"], cfg["size"])
     for mask in mri.get("masks", []):
         for j, acc in enumerate(mri.get("accelerations", [])):

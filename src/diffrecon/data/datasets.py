@@ -48,7 +48,15 @@ def dataset_seed(seed: int, name: str, split: str) -> int:
     return int(seed) * 1_000_003 + zlib.crc32(f"{name}/{split}".encode())
 
 
-def _mri_demo(name: str, cfg: dict, outdir: Path, seed: int) -> dict:
+ANATOMY_DESCRIPTION = ("real brain anatomy bundled with nibabel (MIT): EPI example4d (train/val augmented, "
+                       "test = held-out superior slices), T1 anatomical (test_ood); synthetic phase, birdcage "
+                       "coils, fastMRI layout (diffrecon.data.anatomy)")
+
+
+def _mri_demo(name: str, cfg: dict, outdir: Path, seed: int, anatomy: bool = False) -> dict:
+    """Phantom volumes (``source: demo``) or real-anatomy volumes (``source: anatomy``,
+    :mod:`diffrecon.data.anatomy`), through one acquisition model: smooth random phase,
+    birdcage coil maps, noise-free k-space, fastMRI multi-coil layout."""
     import torch
 
     from diffrecon.physics.fft import fft2c
@@ -61,13 +69,18 @@ def _mri_demo(name: str, cfg: dict, outdir: Path, seed: int) -> dict:
         rng = np.random.default_rng(dataset_seed(seed, name, split))
         paths = []
         for i in tqdm(range(count), desc=f"{name}/{split}", leave=False):
-            mag = head_volume(rng, n_slices, size, ood=(split == "test_ood"))
+            if anatomy:
+                from diffrecon.data.anatomy import anatomy_volume
+
+                mag, acquisition = anatomy_volume(rng, split, i, count, n_slices, size)
+            else:
+                mag, acquisition = head_volume(rng, n_slices, size, ood=(split == "test_ood")), "DEMO_PHANTOM"
             img = mag * np.exp(1j * smooth_phase(rng, mag.shape))      # (S, H, W) complex
             coils = img[:, None] * maps[None]                             # (S, C, H, W)
             kspace = fft2c(torch.from_numpy(coils.astype(np.complex64))).numpy()
             rss = np.sqrt((np.abs(coils) ** 2).sum(axis=1))
             path = outdir / split / f"{name}_{split}_{i:03d}.h5"
-            write_volume(path, kspace, rss, {"acquisition": "DEMO_PHANTOM", "patient_id": f"{split}{i:03d}"})
+            write_volume(path, kspace, rss, {"acquisition": acquisition, "patient_id": f"{split}{i:03d}"})
             paths.append(str(path))
         splits[split] = paths
     return splits
@@ -155,6 +168,9 @@ def prepare_dataset(name: str, cfg: dict, outdir, seed: int = 0) -> dict:
     if source == "demo":
         splits = (_mri_demo if modality == "mri" else _ct_demo)(name, cfg, outdir, seed)
         description = MRI_DESCRIPTION if modality == "mri" else CT_DESCRIPTION
+    elif source == "anatomy":
+        splits = _mri_demo(name, cfg, outdir, seed, anatomy=True)
+        description = ANATOMY_DESCRIPTION
     elif source in ("dicom", "nifti"):
         from diffrecon.data.ct_store import build_ct_store
 
