@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -215,8 +216,9 @@ def test_report_files_every_result_by_category(tiny_run, tmp_path):
 def test_demo_plots_the_loss_curve_of_every_model_it_uses(tmp_path):
     """Rule all of the demo config asks for one loss curve per trained or installed model."""
     proc = snakemake("-n", "--configfile", str(ROOT / "config.yaml"), cwd=tmp_path)
-    curves = {ln.split("results/figures/training/")[1] for ln in proc.stdout.splitlines()
-              if ln.strip().startswith("output: results/figures/training/")}
+    outputs = [ln for ln in proc.stdout.splitlines() if ln.strip().startswith("output: results/figures/training/")]
+    curves = {re.search(r"results/figures/training/(\S+?\.png)", ln).group(1) for ln in outputs}
+    assert all(re.search(r"results/figures/training/\S+?\.pdf", ln) for ln in outputs)     # and its PDF
     assert curves == {f"{name}.png" for name in (
         "score_mri_demo_brain", "unet_demo_brain_gaussian1d-R4-acs0.12", "varnet_demo_brain_gaussian1d-R4-acs0.12",
         "ct_patch_demo_thorax", "ct_slice_demo_thorax", "ct_score_demo_thorax", "ct_slice_perp_demo_thorax",
