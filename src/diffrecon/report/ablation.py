@@ -122,7 +122,7 @@ def _markdown(df: pd.DataFrame, keys: Sequence[str], caption: str) -> str:
 
 def _plot(df: pd.DataFrame, x: str, out_png, title: str, xlabel: str, by_method: bool, ssim: bool = False,
           logx: bool = False) -> Path:
-    from diffrecon.report.figures import plt
+    from diffrecon.report.figures import plt, save_figure
 
     views = [c[5:] for c in df.columns if c.startswith("psnr_")]
     if ssim:
@@ -155,8 +155,6 @@ def _plot(df: pd.DataFrame, x: str, out_png, title: str, xlabel: str, by_method:
         ax.set_xticks(df[x].to_numpy())
         ax.set_xticklabels(["adj. only" if j == 0 else str(j) for j in df[x]])
     ax.legend(fontsize=8)
-    from diffrecon.report.figures import save_figure
-
     return save_figure(fig, out_png)
 
 
@@ -165,7 +163,7 @@ def write_ablation(metrics: Mapping[tuple[str, str], pd.DataFrame], out: Mapping
     """Tables (``<study>_csv``, ``<study>_md``) and plots (``<study>_png``) of the studies named in
     ``out`` (CT: ``steps`` and ``jump``; MRI: ``steps``); a study without variants gets a table
     saying so and no curve."""
-    from diffrecon.report.figures import plt
+    from diffrecon.report.figures import plt, save_figure
 
     tables = ablation_tables(metrics)
     if modality == "mri":
@@ -189,8 +187,6 @@ def write_ablation(metrics: Mapping[tuple[str, str], pd.DataFrame], out: Mapping
             fig, ax = plt.subplots(figsize=(4, 1.5))
             ax.axis("off")
             ax.text(0.5, 0.5, "no variants configured", ha="center", va="center")
-            from diffrecon.report.figures import save_figure
-
             save_figure(fig, out[f"{kind}_png"])
             continue
         Path(out[f"{kind}_md"]).write_text(_markdown(df, keys, caption))

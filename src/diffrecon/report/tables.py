@@ -267,11 +267,21 @@ def setting_label(setting: str, with_coil_mode: bool = True) -> str:
     return str(setting)
 
 
-def _column_chunks(columns: pd.MultiIndex, max_columns: int = MAX_MD_COLUMNS) -> list[list[tuple]]:
-    """Consecutive (dataset, setting) groups of columns, as many per part as fit in ``max_columns``
-    columns beside the method column (a group is never split)."""
+def _one_coil_mode(settings) -> bool:
+    """Whether every setting is an MRI setting of one coil mode (headers then leave it out)."""
+    from diffrecon.settings import MRISetting
+
+    try:
+        return len({MRISetting.parse(str(s)).coil_mode for s in settings}) == 1
+    except ValueError:
+        return False
+
+
+def _column_chunks(columns, max_columns: int = MAX_MD_COLUMNS) -> list[list[tuple]]:
+    """Consecutive (dataset, setting) groups of ``(dataset, setting, quantity)`` columns, as many per
+    part as fit in ``max_columns`` columns beside the method column (a group is never split)."""
     groups = list(dict.fromkeys((d, s) for d, s, _ in columns))
-    per_group = len(TABLE_METRICS)
+    per_group = max(1, len(columns) // max(1, len(groups)))
     fit = max(1, (max_columns - 1) // per_group)
     return [[c for c in columns if (c[0], c[1]) in groups[i:i + fit]] for i in range(0, len(groups), fit)]
 
@@ -427,8 +437,7 @@ def write_table(
         f"{_tex_escape(lead)}. Values are mean $\\pm$ std over {_tex_escape(n_text)}; "
         f"best PSNR and SSIM per column in bold. {_tex_escape(note)}"
     ).strip()
-    coils = {setting_label(s) for s in sel["setting"]} != {setting_label(s, False) for s in sel["setting"]}
-    one_coil = coils and len({str(s).rsplit("-", 1)[-1] for s in sel["setting"]}) == 1
+    one_coil = _one_coil_mode(sel["setting"])
     _write_markdown(paths["md"], text, best, md_caption, one_coil)
     _write_latex(paths["tex"], text, best, tex_caption, _tex_label(stem), one_coil)
     return paths
@@ -465,11 +474,8 @@ def write_runtime_table(table: pd.DataFrame, out_csv, out_md, modality: str, not
     lines = [f"**{modality.upper()} run time.** Wall time per test volume (s, mean over cases) and NFE "
              "(full-volume network evaluations) of each method, from the per-case result files."
              + (f" {note}" if note else "")]
-    groups = list(dict.fromkeys((d, s) for d, s, _ in table.columns))
-    fit = max(1, (MAX_MD_COLUMNS - 1) // max(1, len(table.columns) // max(1, len(groups))))
-    parts = [groups[i:i + fit] for i in range(0, len(groups), fit)]
-    for k, part in enumerate(parts):
-        cols = [c for c in table.columns if (c[0], c[1]) in part]
+    parts = _column_chunks(table.columns)
+    for k, cols in enumerate(parts):
         if len(parts) > 1:
             lines += ["", f"*Part {k + 1} of {len(parts)}.*"]
         header = ["Method"] + [f"{d} / {setting_label(s)} {q}" for d, s, q in cols]

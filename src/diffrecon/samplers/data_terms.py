@@ -93,25 +93,21 @@ class LinearData:
             v = torch.complex(v[0::2], v[1::2])
         return v if self.ref is None else self.ref * v
 
+    def _to_parts(self, v: torch.Tensor) -> torch.Tensor:
+        """Images (S, H, W) → real parts (S·P, H, W): phase reference removed, real/imaginary split."""
+        if self.ref is not None:
+            v = v * self.ref.conj()
+        if self.parts == 2:
+            return torch.stack([v.real, v.imag], 1).flatten(0, 1)
+        return v.real if v.is_complex() else v
+
     def from_image(self, u: torch.Tensor) -> torch.Tensor:
         """Images u (S, H, W) → network batch (S·P, 1, H, W) (the inverse of :meth:`to_image`)."""
-        if self.ref is not None:
-            u = u * self.ref.conj()
-        if self.parts == 2:
-            u = torch.stack([u.real, u.imag], 1).flatten(0, 1)
-        elif u.is_complex():
-            u = u.real
-        return ((u - self.b) / self.a)[:, None]
+        return ((self._to_parts(u) - self.b) / self.a)[:, None]
 
     def _grad_to_batch(self, g: torch.Tensor) -> torch.Tensor:
         """Image-domain gradient (S, H, W) → gradient in the network batch (chain rule of to_image)."""
-        if self.ref is not None:
-            g = g * self.ref.conj()
-        if self.parts == 2:
-            g = torch.stack([g.real, g.imag], 1).flatten(0, 1)
-        elif g.is_complex():
-            g = g.real
-        return (self.a * g)[:, None]
+        return (self.a * self._to_parts(g))[:, None]
 
     # -------------------------------------------------------------- the two operations
     def residual(self, x: torch.Tensor) -> torch.Tensor:
