@@ -143,7 +143,7 @@ def test_cells_run_through_slurm_as_locally(slurm, tmp_path):
     cluster.mkdir(), local.mkdir()
     cfg = _config(tmp_path / "cfg.yaml")
     small = [f"{rule}:mem_mb=1000" for rule in ("prepare_dataset", "simulate_ct", "simulate_mri", "reconstruct",
-                                                "install_weights_score_mri", "evaluate")]
+                                                "install_weights_score_mri")]
     rc, out = _run_with_sigint_timeout(
         [*SNAKEMAKE, "--directory", str(cluster), "--profile", str(PROFILE), *CELLS, "--configfile", str(cfg),
          "--slurm-init-seconds-before-status-checks", "2", "--set-resources", *small], cluster, RUN_TIMEOUT_S)

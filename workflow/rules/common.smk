@@ -148,6 +148,10 @@ def model_path(modality, dataset, setting, method):
     return f"{RESULTS}/models/{model}/{config['ct_priors'][kind]['dataset']}/model.safetensors"
 
 
+#: a table cell's setting (prospective settings have no target and no table cell)
+TABLE_SETTING = "(?!prospective-)[^/]+"
+
+
 def reconstruct_inputs(wildcards):
     """Measurements, plus the trained model(s) of a learned method."""
     files = {"measurements": f"{cell_dir(wildcards.modality, wildcards.dataset, wildcards.setting)}/measurements.h5"}
@@ -293,7 +297,7 @@ def _loss_curves():
     return out
 
 
-#: the training loss curves of the run (rule loss_curve), by figure name
+#: the training loss curves of the run (rule loss_curves), by figure name
 LOSS_CURVES = _loss_curves()
 
 

@@ -1,18 +1,24 @@
-# Stage 3: one reconstruction per table cell (any method of the registry, either modality).
-# With mri.blocks, the cells of its methods run as one job per block of slices, merged into the
-# same recon.h5 (reconstruct_block, merge_blocks). With mri.case_groups / ct.case_groups, the
-# cells of their methods run as one job per group of the test volumes, merged likewise
-# (reconstruct_cases, merge_cases).
+# Stage 3: one reconstruction per table cell (any method of the registry, either modality),
+# scored in the same job (metrics.csv: one row per case and view, fastMRI's convention for MRI,
+# per view for CT) — one process per cell instead of two. Prospective cells have no target: they
+# write recon.h5 only. With mri.blocks, the cells of its methods run as one job per block of
+# slices, merged into the same recon.h5 and scored there (reconstruct_block, merge_blocks). With
+# mri.case_groups / ct.case_groups, the cells of their methods run as one job per group of the
+# test volumes, merged and scored likewise (reconstruct_cases, merge_cases).
 
 
 rule reconstruct:
-    """Reconstruct every test case of one setting with one method."""
+    """Reconstruct every test case of one setting with one method, and score it."""
     input:
         unpack(reconstruct_inputs),
+        target=f"{RESULTS}/{{modality}}/{{dataset}}/{{setting}}/target.h5",
     output:
-        f"{RESULTS}/{{modality}}/{{dataset}}/{{setting}}/{{method}}/recon.h5",
+        recon=f"{RESULTS}/{{modality}}/{{dataset}}/{{setting}}/{{method}}/recon.h5",
+        metrics=f"{RESULTS}/{{modality}}/{{dataset}}/{{setting}}/{{method}}/metrics.csv",
     log:
         "logs/reconstruct/{modality}/{dataset}/{setting}/{method}.log",
+    wildcard_constraints:
+        setting=TABLE_SETTING,
     threads: reconstruct_threads
     priority: method_priority
     resources:
@@ -21,6 +27,30 @@ rule reconstruct:
         modality=lambda w: w.modality,
         method_params=method_params,
         checkpoint_slices=lambda w: (config.get("mri") or {}).get("checkpoint_slices") if w.modality == "mri" else None,
+    conda:
+        ENV
+    script:
+        "../scripts/reconstruct.py"
+
+
+rule reconstruct_prospective:
+    """Reconstruct every case of a prospective dataset with one method (no target: no metrics)."""
+    input:
+        unpack(reconstruct_inputs),
+    output:
+        recon=f"{RESULTS}/mri/{{dataset}}/{{setting}}/{{method}}/recon.h5",
+    log:
+        "logs/reconstruct/mri/{dataset}/{setting}/{method}.log",
+    wildcard_constraints:
+        setting="prospective-[^/]+",
+    threads: reconstruct_threads
+    priority: method_priority
+    resources:
+        gpu=gpu_request,
+    params:
+        modality="mri",
+        method_params=method_params,
+        checkpoint_slices=lambda w: (config.get("mri") or {}).get("checkpoint_slices"),
     conda:
         ENV
     script:
@@ -58,14 +88,17 @@ if BLOCKED_METHODS:
             "../scripts/reconstruct.py"
 
     rule merge_blocks:
-        """One cell's recon.h5 from its slice blocks (the file a one-job run writes)."""
+        """One cell's recon.h5 from its slice blocks (the file a one-job run writes), scored."""
         input:
-            block_files,
+            blocks=block_files,
+            target=f"{RESULTS}/{{modality}}/{{dataset}}/{{setting}}/target.h5",
         output:
-            f"{RESULTS}/{{modality}}/{{dataset}}/{{setting}}/{{method}}/recon.h5",
+            recon=f"{RESULTS}/{{modality}}/{{dataset}}/{{setting}}/{{method}}/recon.h5",
+            metrics=f"{RESULTS}/{{modality}}/{{dataset}}/{{setting}}/{{method}}/metrics.csv",
         log:
             "logs/merge_blocks/{modality}/{dataset}/{setting}/{method}.log",
         wildcard_constraints:
+            setting=TABLE_SETTING,
             modality="mri",
             method="|".join(BLOCKED_METHODS),
         conda:
@@ -105,14 +138,17 @@ if GROUPED_MODALITIES:
             "../scripts/reconstruct.py"
 
     rule merge_cases:
-        """One cell's recon.h5 from its case groups (the file a one-job run writes)."""
+        """One cell's recon.h5 from its case groups (the file a one-job run writes), scored."""
         input:
-            case_files,
+            groups=case_files,
+            target=f"{RESULTS}/{{modality}}/{{dataset}}/{{setting}}/target.h5",
         output:
-            f"{RESULTS}/{{modality}}/{{dataset}}/{{setting}}/{{method}}/recon.h5",
+            recon=f"{RESULTS}/{{modality}}/{{dataset}}/{{setting}}/{{method}}/recon.h5",
+            metrics=f"{RESULTS}/{{modality}}/{{dataset}}/{{setting}}/{{method}}/metrics.csv",
         log:
             "logs/merge_cases/{modality}/{dataset}/{setting}/{method}.log",
         wildcard_constraints:
+            setting=TABLE_SETTING,
             modality="|".join(GROUPED_MODALITIES),
             method="|".join(GROUPED_METHODS["mri"] + GROUPED_METHODS["ct"]),
         conda:

@@ -107,7 +107,7 @@ rule figure:
     log:
         "logs/figure/{modality}/{dataset}/{setting}.log",
     wildcard_constraints:
-        setting="(?!prospective-)[^/]+",
+        setting=TABLE_SETTING,
     params:
         case_index=config["figures"]["case_index"],
         convention=lambda w: metric_convention(w.modality),
@@ -197,30 +197,30 @@ rule runtime_table:
         "../scripts/runtime_table.py"
 
 
-rule loss_curve:
-    """Training loss against step of one trained model the run uses, from its sidecar JSON."""
-    input:
-        sidecar=lambda w: LOSS_CURVES[w.name]["sidecar"],
-    output:
-        report(
-            f"{RESULTS}/figures/training/{{name}}.png",
-            caption="../report/training.rst",
-            category="Training",
-            subcategory=lambda w: LOSS_CURVES[w.name]["model"],
-            labels=lambda w: {"result": " · ".join(v for k, v in LOSS_CURVES[w.name].items() if k != "sidecar" and v)},
-        ),
-        f"{RESULTS}/figures/training/{{name}}.pdf",   # the same figure as vector PDF
-    log:
-        "logs/loss_curve/{name}.log",
-    wildcard_constraints:
-        # only the models of the configured run (a pattern that matches nothing when there are none)
-        name="|".join(re.escape(n) for n in LOSS_CURVES) or "(?!)",
-    params:
-        model=lambda w: LOSS_CURVES[w.name]["model"],
-        dataset=lambda w: LOSS_CURVES[w.name]["dataset"],
-        family=lambda w: LOSS_CURVES[w.name]["family"],
-        about=lambda w: methods.MODELS[LOSS_CURVES[w.name]["model"]],
-    conda:
-        ENV
-    script:
-        "../scripts/loss_curve.py"
+if LOSS_CURVES:
+
+    rule loss_curves:
+        """Training loss against step of every trained model the run uses, from their sidecar JSONs
+        (one job: a figure takes well under a second, a process start more)."""
+        input:
+            [c["sidecar"] for c in LOSS_CURVES.values()],
+        output:
+            [
+                report(
+                    f"{RESULTS}/figures/training/{name}.png",
+                    caption="../report/training.rst",
+                    category="Training",
+                    subcategory=c["model"],
+                    labels={"result": " · ".join(v for k, v in c.items() if k != "sidecar" and v)},
+                )
+                for name, c in LOSS_CURVES.items()
+            ],
+            [f"{RESULTS}/figures/training/{name}.pdf" for name in LOSS_CURVES],   # the same figures as vector PDF
+        log:
+            "logs/loss_curves.log",
+        params:
+            curves=[{k: c[k] for k in ("model", "dataset", "family")} for c in LOSS_CURVES.values()],
+        conda:
+            ENV
+        script:
+            "../scripts/loss_curve.py"

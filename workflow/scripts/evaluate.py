@@ -1,4 +1,4 @@
-"""Rules evaluate / evaluate_ablation: per-case metrics of one table cell (or ablation variant)."""
+"""Rule evaluate_ablation: per-case metrics of one ablation variant (its first max_cases volumes)."""
 from diffrecon.logs import log_to
 from diffrecon.stages.evaluate import evaluate
 

@@ -1,6 +1,9 @@
-"""Rule merge_blocks: one cell's recon.h5 from the files of its slice blocks."""
+"""Rule merge_blocks: one cell's recon.h5 from the files of its slice blocks, scored (metrics.csv)."""
 from diffrecon.logs import log_to
+from diffrecon.stages.evaluate import evaluate
 from diffrecon.stages.reconstruct import merge_blocks
 
 with log_to(snakemake.log[0]):
-    merge_blocks(list(snakemake.input), snakemake.output[0])
+    merge_blocks(list(snakemake.input.blocks), snakemake.output.recon)
+    w = snakemake.wildcards
+    evaluate(snakemake.input.target, snakemake.output.recon, snakemake.output.metrics, w.dataset, w.setting, w.method)

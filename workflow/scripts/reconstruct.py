@@ -1,6 +1,7 @@
-"""Rules reconstruct / reconstruct_block / reconstruct_cases / reconstruct_ablation: one method on
-every case of one setting (reconstruct_block: one block of every volume's slices; reconstruct_cases:
-one group of the cases)."""
+"""Rules reconstruct / reconstruct_prospective / reconstruct_block / reconstruct_cases /
+reconstruct_ablation: one method on every case of one setting (reconstruct_block: one block of
+every volume's slices; reconstruct_cases: one group of the cases); rule reconstruct also scores
+the cell (its metrics output)."""
 from pathlib import Path
 
 import torch
@@ -22,3 +23,9 @@ with log_to(snakemake.log[0]):
                 slices=getattr(snakemake.params, "slices", None),
                 cases=getattr(snakemake.params, "cases", None),
                 checkpoint_slices=getattr(snakemake.params, "checkpoint_slices", None))
+    if "metrics" in snakemake.output.keys():
+        from diffrecon.stages.evaluate import evaluate
+
+        w = snakemake.wildcards
+        evaluate(snakemake.input.target, snakemake.output.recon, snakemake.output.metrics, w.dataset, w.setting,
+                 w.method)
