@@ -160,6 +160,8 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, loader):
     loss = ve_dsm_loss(VESDE(*SDE))
     resumed = train(tiny_net(init_seed=99), data, loss, TrainConfig(**cfg), killed, progress=False)
     assert resumed["step"] == cfg["steps"]
+    # the sidecar's training time counts the killed part too (the helper sleeps 0.25 s a step)
+    assert meta["seconds"] >= 0.5 and resumed["seconds"] > meta["seconds"]
     assert not list(killed.parent.glob("*.part")), "temporary files left after the resumed run"
 
     fresh = tmp_path / "fresh" / "ck"

@@ -211,6 +211,7 @@ def train(model: nn.Module, data: torch.Tensor | Dataset, loss_fn: Callable, cfg
     hashed = {**run_meta, "train": {k: v for k, v in run_meta["train"].items() if k not in NOT_HASHED}}
     run_meta["config_hash"] = config_hash(hashed)
     step, history = 0, []
+    seconds_before = 0.0                   # training time of the run before this resume
     weights = out_stem.with_suffix(".safetensors")
 
     def check_existing():
@@ -229,6 +230,7 @@ def train(model: nn.Module, data: torch.Tensor | Dataset, loss_fn: Callable, cfg
             ema.load_state_dict(unprefixed("ema", tensors))
         _load_optimizer(opt, tensors)
         step, history = int(old["step"]), list(old.get("loss_history", []))
+        seconds_before = float(old.get("seconds", 0.0))
         log.info("resumed from step %d", step)
     net = model
     if env.distributed:
@@ -250,7 +252,7 @@ def train(model: nn.Module, data: torch.Tensor | Dataset, loss_fn: Callable, cfg
             save_checkpoint(out_stem, tensors, {**run_meta, "step": step, "loss_history": history,
                                                 "git_commit": git_commit(), "versions": library_versions(),
                                                 "device": str(device), "world_size": env.world,
-                                                "seconds": time.perf_counter() - t_start})
+                                                "seconds": seconds_before + time.perf_counter() - t_start})
         distributed.barrier()
 
     while step < cfg.steps:
