@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 CORES  ?= all
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench priors clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,16 @@ demo: venv
 test: venv
 	@$(BIN)/python -m pytest tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; exit $$rc
+
+## priors: retrain every shipped demo prior from the demo data (CUDA when present; the five run
+## side by side with --cores all) and export each to weights/ with its sidecar and checksum
+DEMO_PRIORS := score_mri/demo_brain ct_patch/demo_thorax ct_slice/demo_thorax ct_score/demo_thorax \
+               ct_slice_perp/demo_thorax
+priors: venv
+	$(BIN)/snakemake --cores $(CORES) --config retrain=true -- \
+	    $(foreach m,$(DEMO_PRIORS),results/models/$(m)/model.safetensors)
+	$(foreach m,$(DEMO_PRIORS),$(BIN)/diffrecon export-weights results/models/$(m)/model.safetensors \
+	    weights/$(subst /,_,$(m)).safetensors &&) true
 
 lint: venv
 	$(BIN)/snakemake --lint

@@ -1,13 +1,18 @@
 # Stage 6: ablations. CT (`ct.ablation`, one cell): DiffusionBlend's PSNR vs DDIM steps and vs
 # jump frequency. MRI (`mri.ablation`): score-MRI's PSNR and SSIM vs predictor-corrector steps N.
+# Each variant is one job: reconstructed (or its table cell's reconstruction copied) and scored.
 
 
 rule reconstruct_ablation:
-    """One ablation variant (steps<N> or jump<J>) of a diffusion method on the first test volumes."""
+    """One ablation variant (steps<N> or jump<J>) of a diffusion method on the first test volumes,
+    scored in the same job; a variant whose computation is its table cell's copies the cell's
+    reconstruction instead of running it again."""
     input:
         unpack(ablation_inputs),
+        target=f"{RESULTS}/{{modality}}/{{dataset}}/{{setting}}/target.h5",
     output:
-        f"{RESULTS}/{{modality}}/{{dataset}}/{{setting}}/ablation/{{method}}/{{variant}}/recon.h5",
+        recon=f"{RESULTS}/{{modality}}/{{dataset}}/{{setting}}/ablation/{{method}}/{{variant}}/recon.h5",
+        metrics=f"{RESULTS}/{{modality}}/{{dataset}}/{{setting}}/ablation/{{method}}/{{variant}}/metrics.csv",
     log:
         "logs/reconstruct_ablation/{modality}/{dataset}/{setting}/{method}/{variant}.log",
     threads: THREADS
@@ -17,29 +22,12 @@ rule reconstruct_ablation:
     params:
         modality=lambda w: w.modality,
         method_params=ablation_params,
-    conda:
-        ENV
-    script:
-        "../scripts/reconstruct.py"
-
-
-rule evaluate_ablation:
-    """Metrics of one ablation variant on its first `max_cases` volumes (from the table cell's own
-    reconstruction when the variant is the cell's computation)."""
-    input:
-        target=f"{RESULTS}/{{modality}}/{{dataset}}/{{setting}}/target.h5",
-        recon=ablation_recon,
-    output:
-        f"{RESULTS}/{{modality}}/{{dataset}}/{{setting}}/ablation/{{method}}/{{variant}}/metrics.csv",
-    log:
-        "logs/evaluate_ablation/{modality}/{dataset}/{setting}/{method}/{variant}.log",
-    params:
         subset=True,
         max_cases=lambda w: X.ablation_max_cases(w.modality),
     conda:
         ENV
     script:
-        "../scripts/evaluate.py"
+        "../scripts/reconstruct.py"
 
 
 #: report subcategory of the CT ablation (its one cell)

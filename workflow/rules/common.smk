@@ -3,6 +3,7 @@
 # Stage files (data.smk, mri.smk, ct.smk, ...) hold rules only.
 
 import copy
+import fnmatch
 import os
 import re
 import sys
@@ -200,9 +201,12 @@ def case_files(wildcards):
 
 
 def ablation_inputs(wildcards):
-    """Measurements and trained model of an ablation variant."""
+    """Measurements and trained model of an ablation variant, and the table cell's reconstruction
+    (``cell``) when the variant's computation is the cell's (the job then copies it)."""
     w = wildcards
     files = {"measurements": f"{cell_dir(w.modality, w.dataset, w.setting)}/measurements.h5"}
+    if X.reuses_cell(w.modality, w.dataset, w.setting, w.method, w.variant):
+        files["cell"] = f"{cell_dir(w.modality, w.dataset, w.setting)}/{w.method}/recon.h5"
     model = model_path(w.modality, w.dataset, w.setting, w.method)
     if model:
         files["model"] = model
@@ -217,15 +221,6 @@ def ablation_metrics_files():
         return []
     return [f"{cell_dir('ct', a['dataset'], a['setting'])}/ablation/{m}/{run}/metrics.csv"
             for (m, _), run in zip(X.ablation_variants(), X.ablation_runs())]
-
-
-def ablation_recon(wildcards):
-    """The reconstruction an ablation variant is scored on: its own run, or its table cell's."""
-    w = wildcards
-    base = cell_dir(w.modality, w.dataset, w.setting)
-    if X.reuses_cell(w.modality, w.dataset, w.setting, w.method, w.variant):
-        return f"{base}/{w.method}/recon.h5"
-    return f"{base}/ablation/{w.method}/{w.variant}/recon.h5"
 
 
 def mri_ablation_metrics_files():
@@ -360,6 +355,13 @@ def table_settings(wildcards):
     return settings
 
 
+def figure_settings(modality):
+    """Settings that get a comparison figure in rule all: those matching `figures.settings`
+    (globs; null: every setting). Any other setting's figure is built when asked for."""
+    patterns = (config.get("figures") or {}).get("settings")
+    return [s for s in X.settings(modality) if patterns is None or any(fnmatch.fnmatch(s, p) for p in patterns)]
+
+
 def final_outputs():
     """Final targets: tables per modality and view, one figure per setting, the loss curve of every
     model the run uses."""
@@ -370,7 +372,7 @@ def final_outputs():
         for view in table_views(modality):
             out += [f"{RESULTS}/tables/{modality}_{view}.{ext}" for ext in ("csv", "md", "tex")]
         for d in config[modality]["datasets"]:
-            out += [f"{RESULTS}/figures/{modality}/{d}/{s}.png" for s in X.settings(modality)]
+            out += [f"{RESULTS}/figures/{modality}/{d}/{s}.png" for s in figure_settings(modality)]
     if "ct" in X.modalities() and X.ablation():
         out += [f"{RESULTS}/tables/ct_ablation_{k}.{ext}" for k in ("steps", "jump") for ext in ("csv", "md")]
         out += [f"{RESULTS}/figures/ct/ablation_{k}.png" for k in ("steps", "jump")]

@@ -40,12 +40,12 @@ def git_commit(cwd=None) -> str:
 def library_versions() -> dict:
     import numpy
 
-    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
-    try:
-        import diffusers
+    from importlib.metadata import PackageNotFoundError, version
 
-        versions["diffusers"] = diffusers.__version__
-    except ImportError:
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
+    try:                                    # the installed version, without importing diffusers (seconds)
+        versions["diffusers"] = version("diffusers")
+    except PackageNotFoundError:
         pass
     return versions
 
