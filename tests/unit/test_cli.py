@@ -19,7 +19,7 @@ import torch
 
 from diffrecon.cli import main
 from diffrecon.data.datasets import prepare_dataset
-from diffrecon.data.phantoms import body_volume
+from diffrecon.data.thorax import thorax_volume
 from diffrecon.physics.ct import CTGeometry, ParallelBeamCT
 from diffrecon.physics.masks import make_mask
 
@@ -92,7 +92,7 @@ def mri_truth(mri_file):
 
 @pytest.fixture(scope="module")
 def ct_volume():
-    return body_volume(np.random.default_rng(2), 27, 32)
+    return thorax_volume(np.random.default_rng(2), 27, 32)
 
 
 @pytest.fixture

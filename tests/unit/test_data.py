@@ -23,7 +23,8 @@ from diffrecon.data.fastmri import (
     read_volume,
     write_volume,
 )
-from diffrecon.data.phantoms import body_volume, head_volume
+from diffrecon.data.phantoms import head_volume
+from diffrecon.data.thorax import FAMILIES, thorax_volume
 from diffrecon.physics.sensitivity import birdcage_maps
 
 TINY_MRI = {"modality": "mri", "source": "demo", "size": 32, "coils": 8, "slices": 2,
@@ -48,7 +49,7 @@ def _assert_names(exc_info, path) -> None:
 # =========================================================================== phantoms
 PHANTOMS = [
     pytest.param(lambda rng: head_volume(rng, 6, 48), (6, 48, 48), id="head"),
-    pytest.param(lambda rng: body_volume(rng, 27, 32), (27, 32, 32), id="body"),
+    pytest.param(lambda rng: thorax_volume(rng, 27, 32), (27, 32, 32), id="thorax"),
 ]
 
 
@@ -106,6 +107,45 @@ def test_head_volume_ood_is_a_shifted_family():
         assert not np.array_equal(ind, ood)
         area_ind, area_ood = (ind > 0.05).mean(), (ood > 0.05).mean()
         assert area_ood < 0.95 * area_ind
+
+
+def _body_stats(v):
+    """(body area fraction, lung fraction of the body, centroid offset in pixels) of a volume."""
+    body = v > 0.02
+    lung = body & (v < 0.2)
+    ys, xs = np.nonzero(body.any(axis=0))
+    centre = np.array(v.shape[1:]) / 2 - 0.5
+    return body.mean(), lung.sum() / body.sum(), float(np.hypot(ys.mean() - centre[0], xs.mean() - centre[1]))
+
+
+def test_thorax_is_fine_along_z_and_textured():
+    v = thorax_volume(np.random.default_rng(4), 64, 64).astype(np.float64)
+    # structures span many slices: jump-3 neighbours still much closer than a slice 24 apart
+    d1, d3, d24 = (np.abs(v[k:] - v[:-k]).mean() for k in (1, 3, 24))
+    assert d1 < d3 < 0.6 * d24
+    # texture and smooth intensity variation: soft tissue is not piecewise constant
+    soft = v[(v > 0.4) & (v < 0.6)]
+    assert np.unique(np.round(soft, 4)).size > 300 and soft.std() > 0.01
+
+
+def test_thorax_keeps_physical_size_across_grids():
+    a = _body_stats(thorax_volume(np.random.default_rng(9), 32, 48))
+    b = _body_stats(thorax_volume(np.random.default_rng(9), 32, 96))
+    assert a[0] == pytest.approx(b[0], rel=0.1) and a[1] == pytest.approx(b[1], rel=0.2)
+
+
+def test_thorax_families_differ_as_documented():
+    stats = {f: np.array([_body_stats(thorax_volume(np.random.default_rng(s), 40, 48, f)) for s in range(3)])
+             for f in FAMILIES}
+    # test patients are larger than training ones; held-out patients thinner, off-centre, with less lung
+    assert stats["test"][:, 0].min() > stats["train"][:, 0].max()
+    assert stats["heldout"][:, 0].max() < stats["train"][:, 0].min()
+    assert stats["heldout"][:, 2].min() > 4 * max(stats["train"][:, 2].max(), 0.25)
+
+
+def test_thorax_rejects_an_unknown_family():
+    with pytest.raises(ValueError, match="unknown thorax family 'abdomen'"):
+        thorax_volume(np.random.default_rng(0), 30, 32, "abdomen")
 
 
 # ====================================================================== fastMRI layout

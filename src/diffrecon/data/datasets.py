@@ -19,7 +19,9 @@ Demo data (deterministic for a seed; see ``docs/demo_data.md``):
   phase, multiplied by sigpy birdcage coil maps and Fourier transformed, stored
   as multi-coil fastMRI files (``kspace`` (S, C, H, W), ``reconstruction_rss``).
   The ``test_ood`` split uses a shifted phantom family.
-* CT: :func:`~diffrecon.data.phantoms.body_volume` volumes in [0, 1].
+* CT: :func:`~diffrecon.data.thorax.thorax_volume` chest volumes in [0, 1], fine along z; the
+  test split from another random family than training (``families`` overrides the family of
+  a split, e.g. ``{test: heldout}``).
 """
 
 from __future__ import annotations
@@ -34,13 +36,18 @@ from tqdm import tqdm
 
 from diffrecon.data.ct_volumes import write_ct_volume
 from diffrecon.data.fastmri import write_volume
-from diffrecon.data.phantoms import body_volume, head_volume, smooth_phase
+from diffrecon.data.phantoms import head_volume, smooth_phase
+from diffrecon.data.thorax import thorax_volume
 
 MRI_DESCRIPTION = (
     "Synthetic head-like phantoms (random ellipsoids with grey/white matter, ventricles, lesions, bias and "
     "texture), smooth phase, sigpy birdcage coil maps, noise-free k-space in the fastMRI multi-coil layout."
 )
-CT_DESCRIPTION = "Synthetic thorax-like phantoms (random ellipsoids: body, lungs with vessels, spine, heart, organs), values in [0, 1]."
+CT_DESCRIPTION = ("Synthetic chest CT ({family} family, diffrecon.data.thorax): body with fat and muscle, lungs with "
+                  "texture, vessel trees and nodules, heart, aorta, airways, spine, ribs, liver; smooth intensity "
+                  "variation and fine texture; 3 mm slices; values in [0, 1].")
+#: split → thorax family of the CT demo (a dataset's ``families`` overrides it)
+CT_FAMILIES = {"train": "train", "val": "train", "test": "test", "test_ood": "heldout"}
 
 
 def dataset_seed(seed: int, name: str, split: str) -> int:
@@ -92,9 +99,10 @@ def _ct_demo(name: str, cfg: dict, outdir: Path, seed: int) -> dict:
         rng = np.random.default_rng(dataset_seed(seed, name, split))
         paths = []
         for i in tqdm(range(count), desc=f"{name}/{split}", leave=False):
-            vol = body_volume(rng, cfg["slices"], cfg["size"])
+            family = {**CT_FAMILIES, **cfg.get("families", {})}[split]
+            vol = thorax_volume(rng, cfg["slices"], cfg["size"], family)
             path = outdir / split / f"{name}_{split}_{i:03d}.h5"
-            write_ct_volume(path, vol, description=CT_DESCRIPTION)
+            write_ct_volume(path, vol, description=CT_DESCRIPTION.format(family=family))
             paths.append(str(path))
         splits[split] = paths
     return splits

@@ -1,17 +1,11 @@
-"""Parametric phantom families for the embedded demo (no download, seeded, fast).
+"""Parametric head phantoms for MRI (no download, seeded, fast).
 
-Both families are sums of random ellipsoids on a normalised grid ``[-1, 1]^3``,
-so neighbouring slices are continuous and every draw is a plausible "patient"
-of the same family. They are synthetic: they imitate the layout of anatomy
-(outer shell, soft tissue, cavities, small lesions), not its real texture.
-
-* :func:`head_volume` — MRI family: skull shell, brain with grey/white-matter
-  contrast, two ventricles, a few lesions, a smooth intensity bias and a low
-  amplitude smooth texture. Magnitude in ``[0, 1]``.
-* :func:`body_volume` — CT family: elliptical body, two lungs with vessels,
-  spine, organs and nodules. Attenuation-like values in ``[0, 1]``.
-
-Shapes are ``(slices, H, W)`` float32.
+:func:`head_volume` sums random ellipsoids on a normalised grid ``[-1, 1]^3``, so
+neighbouring slices are continuous and every draw is a plausible "patient" of the same
+family: skull shell, brain with grey/white-matter contrast, two ventricles, a few lesions, a
+smooth intensity bias and a low amplitude smooth texture. Magnitude in ``[0, 1]``, shape
+``(slices, H, W)`` float32. Synthetic: the layout of anatomy, not its real texture (real
+anatomy: :mod:`diffrecon.data.anatomy`; chest CT: :mod:`diffrecon.data.thorax`).
 """
 
 from __future__ import annotations
@@ -88,34 +82,3 @@ def head_volume(rng: np.random.Generator, depth: int, size: int, ood: bool = Fal
 def smooth_phase(rng: np.random.Generator, shape, max_rad: float = np.pi / 2) -> np.ndarray:
     """Smooth phase map ``(slices, H, W)`` in radians: a random low-order field, |phase| <= max_rad."""
     return (max_rad * _smooth_field(rng, shape, sigma=shape[-1] / 6)).astype(np.float32)
-
-
-def body_volume(rng: np.random.Generator, depth: int, size: int) -> np.ndarray:
-    """One random thorax-like attenuation volume ``(depth, size, size)`` in ``[0, 1]``."""
-    z, y, x = _grid(depth, size, z_extent=1.0)
-    u = rng.uniform
-    img = np.zeros_like(x)
-    bx, by = u(0.78, 0.92), u(0.55, 0.70)
-    body = ellipsoid(z, y, x, (0, 0.05, 0), (3.0, by, bx), u(-0.1, 0.1))
-    img[body] = 0.45                                   # soft tissue
-    img[body & ~ellipsoid(z, y, x, (0, 0.05, 0), (3.0, by - 0.05, bx - 0.05), 0)] = 0.35  # fat layer
-    for side in (-1, 1):                               # lungs with slowly varying size along z
-        lung = ellipsoid(z, y, x, (u(-0.3, 0.3), u(-0.1, 0.05), side * u(0.36, 0.44)),
-                         (u(0.9, 1.3), u(0.32, 0.42), u(0.20, 0.28)), side * u(0.0, 0.3))
-        img[lung & body] = 0.08
-        for _ in range(rng.integers(3, 7)):            # vessels / nodules inside the lungs
-            r = u(0.02, 0.05)
-            c = (u(-0.8, 0.8), u(-0.3, 0.2), side * u(0.3, 0.5))
-            img[ellipsoid(z, y, x, c, (r * u(2, 8), r, r), u(0, np.pi)) & lung] = u(0.35, 0.55)
-    img[ellipsoid(z, y, x, (0, u(0.35, 0.45), 0), (3.0, 0.09, 0.08), 0)] = 0.75   # spine canal wall
-    for k in range(-3, 4):                             # vertebral bodies along z
-        img[ellipsoid(z, y, x, (k * 0.3 + u(-0.03, 0.03), u(0.35, 0.45), 0), (0.12, 0.1, 0.09), 0)] = 0.95
-    img[ellipsoid(z, y, x, (0, u(0.10, 0.2), u(-0.1, 0.1)), (3.0, 0.10, 0.10), 0)] = 0.6  # aorta
-    img[ellipsoid(z, y, x, (u(-0.4, 0.4), u(-0.25, -0.1), u(-0.15, 0.1)),
-                  (u(0.4, 0.7), u(0.15, 0.22), u(0.18, 0.26)), u(-0.5, 0.5)) & body] = 0.55  # heart
-    for _ in range(rng.integers(2, 5)):                # organs / masses in soft tissue
-        r = u(0.05, 0.12)
-        c = (u(-0.8, 0.8), u(-0.4, 0.4) * by, u(-0.6, 0.6) * bx)
-        img[ellipsoid(z, y, x, c, (r * u(2, 5), r, r * u(0.7, 1.3)), u(0, np.pi)) & (img >= 0.3)] = u(0.5, 0.7)
-    img += 0.02 * _smooth_field(rng, img.shape, sigma=1.0) * (img > 0)
-    return np.clip(img, 0.0, 1.0).astype(np.float32)
