@@ -38,7 +38,13 @@ TIMES = [50, 150, 300, 500, 700]
 
 
 def _manifest(results: Path, modality: str, dataset: str) -> dict:
-    return json.loads((results / "data" / modality / dataset / "manifest.json").read_text())
+    """A dataset's manifest, its relative paths (relative to the run's working directory, the
+    parent of its results folder) made absolute."""
+    manifest = json.loads((results / "data" / modality / dataset / "manifest.json").read_text())
+    base = results.resolve().parent
+    manifest["splits"] = {k: [p if Path(p).is_absolute() else str(base / p) for p in v]
+                          for k, v in manifest["splits"].items()}
+    return manifest
 
 
 @torch.no_grad()
