@@ -87,7 +87,8 @@ CASES = [
     ("ct_methods_empty", _set("ct.methods", []), "ct.methods: [] should be non-empty"),
     ("mri_masks_empty", _set("mri.masks", []), "mri.masks: [] should be non-empty"),
     # YAML itself
-    ("duplicate_top_key", SHIPPED_TEXT + "\nseed: 3\n", "duplicate key 'seed' (first at line 11)"),
+    ("duplicate_top_key", SHIPPED_TEXT + "\nseed: 3\n",
+     f"duplicate key 'seed' (first at line {SHIPPED_TEXT.splitlines().index('seed: 0') + 1})"),
     ("duplicate_nested_key", SHIPPED_TEXT.replace("  projector: linear", "  projector: linear\n  projector: strip"),
      "duplicate key 'projector'"),
     ("yaml_syntax", "seed: 0\ndatasets:\n  a: [1, 2\nmri: {}\n", "bad.yaml:4:"),
