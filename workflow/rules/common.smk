@@ -356,7 +356,7 @@ def table_settings(wildcards):
 
 
 def figure_settings(modality):
-    """Settings that get a comparison figure in rule all: those matching `figures.settings`
+    """Settings whose comparison figure the default target builds, those matching `figures.settings`
     (globs; null: every setting). Any other setting's figure is built when asked for."""
     patterns = (config.get("figures") or {}).get("settings")
     return [s for s in X.settings(modality) if patterns is None or any(fnmatch.fnmatch(s, p) for p in patterns)]

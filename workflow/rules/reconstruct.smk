@@ -38,17 +38,18 @@ rule reconstruct_prospective:
     input:
         unpack(reconstruct_inputs),
     output:
-        recon=f"{RESULTS}/mri/{{dataset}}/{{setting}}/{{method}}/recon.h5",
+        recon=f"{RESULTS}/{{modality}}/{{dataset}}/{{setting}}/{{method}}/recon.h5",
     log:
-        "logs/reconstruct/mri/{dataset}/{setting}/{method}.log",
+        "logs/reconstruct/{modality}/{dataset}/{setting}/{method}.log",
     wildcard_constraints:
+        modality="mri",
         setting="prospective-[^/]+",
     threads: reconstruct_threads
     priority: method_priority
     resources:
         gpu=gpu_request,
     params:
-        modality="mri",
+        modality=lambda w: w.modality,
         method_params=method_params,
         checkpoint_slices=lambda w: (config.get("mri") or {}).get("checkpoint_slices"),
     conda:
