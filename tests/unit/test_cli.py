@@ -358,7 +358,7 @@ def test_console_script_help():
 
 def test_score_method_with_the_shipped_weights(tmp_path):
     """`reconstruct --method score` with the shipped demo prior writes mean and posterior std,
-    and beats zero-filled on a demo-family phantom (Alg. 2, 4x gaussian1d)."""
+    and beats zero-filled on a held-out slice of the demo's real anatomy (Alg. 2, 4x gaussian1d)."""
     from pathlib import Path
 
     import h5py
@@ -367,7 +367,7 @@ def test_score_method_with_the_shipped_weights(tmp_path):
     from diffrecon.data.datasets import prepare_dataset
 
     weights = Path(__file__).resolve().parents[2] / "weights" / "score_mri_demo_brain.safetensors"
-    man = prepare_dataset("demo_brain", {"modality": "mri", "source": "demo", "size": 64, "coils": 8, "slices": 3,
+    man = prepare_dataset("demo_brain", {"modality": "mri", "source": "anatomy", "size": 64, "coils": 8, "slices": 3,
                                          "volumes": {"test": 1}}, tmp_path / "data", seed=5)
     src = man["splits"]["test"][0]
     common = ["reconstruct", src, "--modality", "mri", "--coil-mode", "magnitude", "--central-slices", "1"]

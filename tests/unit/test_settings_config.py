@@ -134,7 +134,7 @@ def test_defaults_are_filled(cfg):
     del cfg["ct"]["projector"], cfg["ct"]["noise"], cfg["mri"]["tv"]
     validate_config(cfg)
     assert cfg["results_dir"] == "results"
-    assert cfg["figures"] == {"case_index": 0}
+    assert cfg["figures"] == {"case_index": 0, "settings": None}
     assert cfg["ct"]["projector"] == "linear"
     assert cfg["ct"]["noise"] == {"I0": 0, "sigma": 0.0}
     assert cfg["mri"]["tv"] == {"lam": 0.01, "iterations": 300}
