@@ -16,8 +16,10 @@ with log_to(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)
     w = snakemake.wildcards
     if "cell" in snakemake.input.keys():
-        shutil.copyfile(snakemake.input.cell, snakemake.output[0] + ".part")
-        Path(snakemake.output[0] + ".part").replace(snakemake.output[0])
+        from diffrecon.io import atomic_path
+
+        with atomic_path(snakemake.output[0]) as tmp:
+            shutil.copyfile(snakemake.input.cell, tmp)
     else:
         params = dict(snakemake.params.method_params)
         if snakemake.params.modality == "ct":
