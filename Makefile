@@ -31,15 +31,17 @@ test: venv
 	@$(BIN)/python -m pytest tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; exit $$rc
 
-## priors: retrain every shipped demo prior from the demo data (CUDA when present; the five run
-## side by side with --cores all) and export each to weights/ with its sidecar and checksum
+## priors: retrain every shipped demo model (the five priors and the supervised baselines) from the
+## demo data (CUDA when present; side by side with --cores all) and export each to weights/ with
+## its sidecar and checksum
 DEMO_PRIORS := score_mri/demo_brain ct_patch/demo_thorax ct_slice/demo_thorax ct_score/demo_thorax \
-               ct_slice_perp/demo_thorax
+               ct_slice_perp/demo_thorax unet/demo_brain/gaussian1d-R4-acs0.12 \
+               varnet/demo_brain/gaussian1d-R4-acs0.12 fbp_unet/demo_thorax/sv8
 priors: venv
 	$(BIN)/snakemake --cores $(CORES) --config retrain=true -- \
 	    $(foreach m,$(DEMO_PRIORS),results/models/$(m)/model.safetensors)
 	$(foreach m,$(DEMO_PRIORS),$(BIN)/diffrecon export-weights results/models/$(m)/model.safetensors \
-	    weights/$(subst /,_,$(m)).safetensors &&) true
+	    weights/$(subst .,,$(subst /,_,$(m))).safetensors &&) true
 
 lint: venv
 	$(BIN)/snakemake --lint

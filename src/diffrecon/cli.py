@@ -699,7 +699,11 @@ def main(argv=None) -> int:
         elif args.command == "export-weights":
             from diffrecon.models.checkpoint import export_weights
 
-            out = export_weights(args.checkpoint.with_suffix(""), args.output.with_suffix(""))
+            stem = args.output.with_suffix("") if args.output.suffix == ".safetensors" else args.output
+            if "." in stem.name:              # the .json / .sha256 / .safetensors would replace its last part
+                raise UsageError(f"{args.output}: the output name must have no '.' before .safetensors "
+                                 f"(e.g. {stem.name.replace('.', '')}.safetensors)")
+            out = export_weights(args.checkpoint.with_suffix(""), stem)
             print(f"{out}: written (sha256 in {out.with_suffix('.sha256').name})")
         elif args.command == "import-weights":
             _import_weights(args)

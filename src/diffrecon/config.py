@@ -337,22 +337,26 @@ def _check_weights(config: dict) -> None:
     """Shipped weights given (and not retraining) exist, as do their .sha256 files."""
     if config.get("retrain"):
         return
-    blocks = [("score_mri", config.get("score_mri"))]
-    blocks += [(f"ct_priors.{k}", v) for k, v in (config.get("ct_priors") or {}).items()]
-    for key, block in blocks:
-        weights = (block or {}).get("weights")
+    given = [("score_mri.weights", (config.get("score_mri") or {}).get("weights"), "score_mri")]
+    given += [(f"ct_priors.{k}.weights", (v or {}).get("weights"), f"ct_{k}")
+              for k, v in (config.get("ct_priors") or {}).items()]
+    for key, block in (("mri.unet", (config.get("mri") or {}).get("unet")),        # supervised baselines:
+                       ("mri.varnet", (config.get("mri") or {}).get("varnet")),    # one file per family
+                       ("ct.fbp_unet", (config.get("ct") or {}).get("fbp_unet"))):
+        given += [(f"{key}.weights.{family}", weights, key.split(".")[1])
+                  for family, weights in ((block or {}).get("weights") or {}).items()]
+    for key, weights, want in given:
         if not weights:
             continue
         path = Path(weights).expanduser()
         if not path.is_absolute() and not path.exists():
             path = repository_root() / path
         if not path.is_file():
-            raise ConfigError(f"config: {key}.weights: no file '{weights}' (relative paths are relative to "
+            raise ConfigError(f"config: {key}: no file '{weights}' (relative paths are relative to "
                               f"the repository {repository_root()}); set it or retrain: true")
-        want = "score_mri" if key == "score_mri" else "ct_" + key.split(".")[1]
         problem = _weights_problem(path, want)
         if problem:
-            raise ConfigError(f"config: {key}.weights: {problem}")
+            raise ConfigError(f"config: {key}: {problem}")
 
 
 def _check_architecture(key: str, kind: str, model: dict) -> None:
@@ -366,7 +370,7 @@ def _check_architecture(key: str, kind: str, model: dict) -> None:
 
 
 def _weights_problem(path: Path, want: str) -> str | None:
-    """Why the weights at ``path`` cannot be the prior ``want`` (``score_mri``, ``ct_patch``, ...),
+    """Why the weights at ``path`` cannot be the model ``want`` (``score_mri``, ``ct_patch``, ``unet``, ...),
     by their sidecar (None if they can, or if there is no readable sidecar to tell: loading will)."""
     import json
 
@@ -377,7 +381,7 @@ def _weights_problem(path: Path, want: str) -> str | None:
         return None
     if not isinstance(meta, dict):
         return None
-    method = meta.get("method", "score_mri")
+    method = "fbp_unet" if meta.get("kind") == "fbp_unet" else meta.get("method", "score_mri")
     if method == want:
         return None
     layout = f" (imported layout {meta['layout']})" if meta.get("layout") else ""

@@ -123,6 +123,11 @@ CASES = [
      "score_mri.weights: no file 'weights/no_such.safetensors'"),
     ("ct_weights_missing", _set("ct_priors.score.weights", "/nonexistent/ct_score.safetensors"),
      "ct_priors.score.weights: no file '/nonexistent/ct_score.safetensors'"),
+    ("baseline_weights_missing", _set("mri.varnet.weights", {"gaussian1d-R4-acs0.12": "weights/no_varnet.safetensors"}),
+     "mri.varnet.weights.gaussian1d-R4-acs0.12: no file 'weights/no_varnet.safetensors'"),
+    ("baseline_weights_of_another_model", _set("ct.fbp_unet.weights", {"sv8": "weights/ct_slice_demo_thorax.safetensors"}),
+     "ct.fbp_unet.weights.sv8: 'weights/ct_slice_demo_thorax.safetensors' holds a 'ct_slice' prior"),
+    ("baseline_weights_not_a_map", _set("mri.unet.weights", "weights/unet.safetensors"), "mri.unet.weights"),
 ]
 
 

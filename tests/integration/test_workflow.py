@@ -75,16 +75,43 @@ def test_one_cell_builds_only_its_chain(tmp_path):
     assert jobs == {"prepare_dataset": 1, "simulate_ct": 1, "reconstruct": 1, "total": 3}
 
 
-def test_a_varnet_cell_trains_its_mask_familys_varnet(tmp_path):
-    """The demo config's E2E-VarNet cell: one train_varnet job (its mask family) feeds the reconstruction."""
-    cell = "results/mri/demo_brain/gaussian1d-R4-acs0.12-multicoil/varnet/metrics.csv"
-    proc = snakemake("-n", cell, "--configfile", str(ROOT / "config.yaml"), cwd=tmp_path)
+def _job_counts(proc) -> dict:
     stats = proc.stdout.split("Job stats:")[1].split("\n\n")[0]
-    jobs = {ln.split()[0]: int(ln.split()[1]) for ln in stats.splitlines()
+    return {ln.split()[0]: int(ln.split()[1]) for ln in stats.splitlines()
             if len(ln.split()) == 2 and ln.split()[1].isdigit()}
-    assert jobs == {"prepare_dataset": 1, "simulate_mri": 1, "train_varnet": 1, "reconstruct": 1,
-                    "total": 4}
-    assert "results/models/varnet/demo_brain/gaussian1d-R4-acs0.12/model.safetensors" in proc.stdout
+
+
+@pytest.mark.parametrize("method, model, setting", [
+    ("varnet", "varnet", "mri/demo_brain/gaussian1d-R4-acs0.12-multicoil"),
+    ("unet", "unet", "mri/demo_brain/gaussian1d-R4-acs0.12-magnitude"),
+    ("fbp_unet", "fbp_unet", "ct/demo_thorax/sv8"),
+])
+def test_a_supervised_baseline_cell_installs_its_shipped_weights_or_trains(tmp_path, method, model, setting):
+    """The demo's supervised baselines install the weights shipped for their mask family / CT
+    setting; with retrain, or for a family without shipped weights, the cell trains its model."""
+    cell = f"results/{setting}/{method}/metrics.csv"
+    stage = "simulate_" + setting.split("/")[0]
+    family = "sv8" if model == "fbp_unet" else "gaussian1d-R4-acs0.12"
+    dataset = setting.split("/")[1]
+    proc = snakemake("-n", cell, "--configfile", str(ROOT / "config.yaml"), cwd=tmp_path)
+    assert _job_counts(proc) == {"prepare_dataset": 1, stage: 1, f"install_weights_{model}": 1, "reconstruct": 1,
+                                 "total": 4}
+    assert f"results/models/{model}/{dataset}/{family}/model.safetensors" in proc.stdout
+    trained = {"prepare_dataset": 1, stage: 1, f"train_{model}": 1, "reconstruct": 1, "total": 4}
+    proc = snakemake("-n", cell, "--configfile", str(ROOT / "config.yaml"), "--config", "retrain=true", cwd=tmp_path)
+    assert _job_counts(proc) == trained
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    block = cfg["ct"]["fbp_unet"] if model == "fbp_unet" else cfg["mri"][model]
+    shipped = block["weights"].pop(family)
+    block["weights"]["uniform1d-R8-acs0.04" if model != "fbp_unet" else "sv4"] = shipped
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(cfg))
+    assert _job_counts(snakemake("-n", cell, "--configfile", str(tmp_path / "other.yaml"), cwd=tmp_path)) == trained
+    block["weights"] = {family: "weights/missing.safetensors"}          # a missing file: one line, no run
+    (tmp_path / "missing.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake("-n", cell, "--configfile", str(tmp_path / "missing.yaml"), cwd=tmp_path, check=False)
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("config:")]
+    assert proc.returncode != 0 and len(lines) == 1 and f".{model}.weights.{family}:" in lines[0]
+    assert "weights/missing.safetensors" in lines[0]
 
 
 def test_a_tpdm_cell_installs_both_shipped_priors_or_trains_the_unshipped_one(tmp_path):

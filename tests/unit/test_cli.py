@@ -562,3 +562,23 @@ def test_model_checksum(capsys, tmp_path, mri_file):
     rc, out, err = _run(capsys, *common, "--model", stem.with_suffix(".safetensors"))
     assert rc == 2 and not output.exists()
     assert err.count("warning") == 1 and "not verified" in err and "trained on 64 x 64" in err
+
+
+def test_export_weights_writes_a_dot_free_name_and_refuses_a_dotted_one(capsys, tmp_path):
+    """export-weights keeps the EMA weights with sidecar and checksum; an output name with a '.' in
+    its stem (a mask family such as acs0.12) is refused in one line rather than written under a
+    truncated name."""
+    from diffrecon.models.checkpoint import load_checkpoint, save_checkpoint
+
+    save_checkpoint(tmp_path / "ck", {"model.w": torch.zeros(2), "ema.w": torch.ones(2)}, {"step": 5})
+    code, out, err = _run(capsys, "export-weights", str(tmp_path / "ck.safetensors"),
+                          str(tmp_path / "ship" / "unet_acs0.12.safetensors"))
+    assert code == 2 and err.count("\n") == 1 and "unet_acs012.safetensors" in err
+    assert not (tmp_path / "ship").exists() or not list((tmp_path / "ship").iterdir())
+    code, out, err = _run(capsys, "export-weights", str(tmp_path / "ck.safetensors"),
+                          str(tmp_path / "ship" / "unet_acs012.safetensors"))
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "ship").iterdir()) == [
+        "unet_acs012.json", "unet_acs012.safetensors", "unet_acs012.sha256"]
+    tensors, meta = load_checkpoint(tmp_path / "ship" / "unet_acs012")
+    assert set(tensors) == {"ema.w"} and meta["step"] == 5

@@ -413,6 +413,37 @@ def test_install_weights_errors_name_the_file_and_leave_nothing(tmp_path, breaka
     assert [p for p in _left_at(dest) if "." in p] == []         # no (partial) files, at most empty folders
 
 
+def _shipped_baseline(tmp_path) -> Path:
+    ship = tmp_path / "ship"
+    meta = {"step": 3, "method": "unet", "dataset": "demo_brain",
+            "mask": {"kind": "gaussian1d", "acceleration": 4.0, "acs_fraction": 0.12, "seed": 0}}
+    weights = save_checkpoint(ship / "unet", {"ema.w": torch.ones(2)}, meta)
+    (ship / "unet.sha256").write_text(f"{hashlib.sha256(weights.read_bytes()).hexdigest()}  unet.safetensors\n")
+    return weights
+
+
+@pytest.mark.parametrize("expect, wrong", [
+    ({"dataset": "fastmri_knee", "mask_family": "gaussian1d-R4-acs0.12"}, "dataset"),
+    ({"dataset": "demo_brain", "mask_family": "gaussian1d-R8-acs0.08"}, "mask_family"),
+])
+def test_install_weights_refuses_a_baseline_trained_for_another_family(tmp_path, expect, wrong):
+    """A supervised baseline's shipped weights install only for the dataset and mask family its
+    sidecar records: otherwise one line naming the sidecar and both values, and nothing written."""
+    from diffrecon.errors import CheckpointError
+
+    weights = _shipped_baseline(tmp_path)
+    out = install_weights(weights, tmp_path / "ok" / "model", method="unet",
+                          expect={"dataset": "demo_brain", "mask_family": "gaussian1d-R4-acs0.12"})
+    assert out.read_bytes() == weights.read_bytes()
+    with pytest.raises(CheckpointError) as info:
+        install_weights(weights, tmp_path / "results" / "model", method="unet", expect=expect)
+    msg = str(info.value)
+    assert "\n" not in msg and "unet.json" in msg and wrong in msg and repr(expect[wrong]) in msg
+    assert _left_at(tmp_path / "results") == []
+    with pytest.raises(CheckpointError, match="'unet' prior"):
+        install_weights(weights, tmp_path / "results" / "model", method="fbp_unet")
+
+
 def test_install_weights_empty_checksum_file_names_it(tmp_path):
     weights = _shipped(tmp_path)
     weights.with_suffix(".sha256").write_text("")
@@ -435,8 +466,25 @@ def test_publish_checkpoint_copies_a_verified_pair(tmp_path):
 
 
 # --------------------------------------------------------------------------- shipped weights
+@pytest.mark.parametrize("name, family", [("unet", "gaussian1d-R4-acs0.12"), ("varnet", "gaussian1d-R4-acs0.12")])
+def test_shipped_mri_baselines_load_for_the_family_they_are_shipped_for(name, family):
+    """The shipped U-Net / E2E-VarNet: checksum, the family of config.yaml's map, finite EMA weights."""
+    import yaml
+
+    from diffrecon.models.checkpoint import sidecar_field
+    from diffrecon.models.loading import load_unet, load_varnet
+
+    shipped = yaml.safe_load((ROOT / "config.yaml").read_text())["mri"][name]["weights"]
+    stem = (ROOT / shipped[family]).with_suffix("")
+    digest = stem.with_suffix(".sha256").read_text().split()[0]
+    net, meta = (load_unet if name == "unet" else load_varnet)(stem, expected_sha256=digest)
+    assert sidecar_field(meta, "mask_family") == family and meta["dataset"] == "demo_brain"
+    assert meta["step"] == meta["train"]["steps"] and not net.training
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
 @pytest.mark.parametrize("name", ["score_mri_demo_brain", "ct_patch_demo_thorax", "ct_slice_demo_thorax",
-                                  "ct_score_demo_thorax"])
+                                  "ct_score_demo_thorax", "fbp_unet_demo_thorax_sv8"])
 def test_shipped_weights_load_with_their_checksum(name):
     from diffrecon.diffusion.vp import VPSchedule
     from diffrecon.models.loading import load_ct_prior, load_score_network
@@ -445,6 +493,13 @@ def test_shipped_weights_load_with_their_checksum(name):
     stem = ROOT / "weights" / name
     digest = stem.with_suffix(".sha256").read_text().split()[0]
     assert digest == hashlib.sha256(stem.with_suffix(".safetensors").read_bytes()).hexdigest()
+    if name.startswith("fbp_unet"):
+        from diffrecon.models.loading import load_unet
+
+        net, meta = load_unet(stem, expected_sha256=digest)
+        assert meta["kind"] == "fbp_unet" and meta["setting"] == "sv8" and meta["step"] == meta["train"]["steps"]
+        assert all(torch.isfinite(p).all() for p in net.parameters())
+        return
     if name.startswith("score_mri"):
         net, process, meta = load_score_network(stem, expected_sha256=digest)
     else:

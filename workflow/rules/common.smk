@@ -192,6 +192,12 @@ CASE_GROUPS = {m: int(((config.get(m) or {}).get("case_groups") or {}).get("coun
 GROUPED_METHODS = {m: case_group_methods(config, m) for m in ("mri", "ct")}
 GROUPED_MODALITIES = [m for m in ("mri", "ct") if GROUPED_METHODS[m]]
 
+# The classical MRI methods of one setting (zero-filled, TV: about a second of work per cell) run
+# in one job, each still writing its own cell's recon.h5 and metrics.csv: one process start per
+# setting instead of one per method (reconstruct.smk: reconstruct_classical).
+SHARED_CLASSICAL = [m for m in (config.get("mri") or {}).get("methods") or []
+                    if methods.get(m).kind == "classical" and m not in BLOCKED_METHODS + GROUPED_METHODS["mri"]]
+
 
 def case_files(wildcards):
     """The case group files of one cell, merged into its recon.h5."""
@@ -246,6 +252,16 @@ def figure_inputs(wildcards):
         if X.applies(wildcards.modality, wildcards.setting, m):
             files[f"recon_{m}"] = f"{base}/{m}/recon.h5"
     return files
+
+
+def shipped_baselines():
+    """{baseline: {mask family or CT setting: shipped weights}} of the supervised baselines whose
+    block has a ``weights`` map (unet, varnet: mri.<name>; fbp_unet: ct.fbp_unet); empty with retrain."""
+    if config["retrain"]:
+        return {}
+    blocks = {"unet": (config.get("mri") or {}).get("unet"), "varnet": (config.get("mri") or {}).get("varnet"),
+              "fbp_unet": (config.get("ct") or {}).get("fbp_unet")}
+    return {name: dict(block["weights"]) for name, block in blocks.items() if block and block.get("weights")}
 
 
 def repository_path(path):

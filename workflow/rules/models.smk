@@ -1,6 +1,7 @@
 # Trained models (diffrecon.methods.MODELS): the diffusion priors are trained (retrain=true) or
-# installed from the shipped demo weights; the supervised U-Nets are always trained (MRI: one per
-# mask family = kind x R x ACS fraction; CT: one FBP-U-Net per setting).
+# installed from the shipped demo weights; the supervised baselines (MRI: one U-Net / E2E-VarNet per
+# mask family = kind x R x ACS fraction; CT: one FBP-U-Net per setting) are installed where their
+# block ships weights for that family or setting (`weights: {family: file}`) and trained otherwise.
 # A prior whose train block asks for gpus: N > 1 trains in N data-parallel processes on one node:
 # its job requests gpu=N and the script launches `torchrun --standalone --nproc_per_node N`.
 # (train_gpus: common.smk)
@@ -42,6 +43,8 @@ elif config.get("score_mri"):
         log:
             "logs/install_weights_score_mri/{dataset}.log",
         priority: PRIORITY_UNLOCKS
+        params:
+            method="score_mri",
         conda:
             ENV
         script:
@@ -93,6 +96,8 @@ if CT_SHIPPED:
         priority: PRIORITY_UNLOCKS
         wildcard_constraints:
             kind="|".join(CT_SHIPPED),
+        params:
+            method=lambda w: f"ct_{w.kind}",
         conda:
             ENV
         script:
@@ -173,3 +178,46 @@ rule train_varnet:
         ENV
     script:
         "../scripts/train.py"
+
+
+# Shipped supervised baselines (none with retrain): installed instead of trained for the mask
+# families / CT settings their `weights` map names (shipped_baselines: common.smk); the sidecar must
+# record the same dataset and family / setting.
+for _baseline, _shipped in shipped_baselines().items():
+
+    rule:
+        name:
+            f"install_weights_{_baseline}"
+        input:
+            weights=lambda w, b=_baseline: repository_path(shipped_baselines()[b][w.family]),
+        output:
+            weights=f"{RESULTS}/models/{_baseline}/{{dataset}}/{{family}}/model.safetensors",
+            sidecar=f"{RESULTS}/models/{_baseline}/{{dataset}}/{{family}}/model.json",
+        log:
+            f"logs/install_weights_{_baseline}/{{dataset}}/{{family}}.log",
+        priority: PRIORITY_UNLOCKS
+        wildcard_constraints:
+            family="|".join(re.escape(k) for k in _shipped),
+        params:
+            method=_baseline,
+            expect=lambda w, b=_baseline: {"dataset": w.dataset,
+                                           ("setting" if b == "fbp_unet" else "mask_family"): w.family},
+        conda:
+            ENV
+        script:
+            "../scripts/install_weights.py"
+
+
+if "unet" in shipped_baselines():
+
+    ruleorder: install_weights_unet > train_unet
+
+
+if "varnet" in shipped_baselines():
+
+    ruleorder: install_weights_varnet > train_varnet
+
+
+if "fbp_unet" in shipped_baselines():
+
+    ruleorder: install_weights_fbp_unet > train_fbp_unet

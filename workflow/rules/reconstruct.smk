@@ -4,7 +4,8 @@
 # write recon.h5 only. With mri.blocks, the cells of its methods run as one job per block of
 # slices, merged into the same recon.h5 and scored there (reconstruct_block, merge_blocks). With
 # mri.case_groups / ct.case_groups, the cells of their methods run as one job per group of the
-# test volumes, merged and scored likewise (reconstruct_cases, merge_cases).
+# test volumes, merged and scored likewise (reconstruct_cases, merge_cases). The classical MRI
+# methods of one setting share one job (reconstruct_classical; SHARED_CLASSICAL: common.smk).
 
 
 rule reconstruct:
@@ -156,3 +157,28 @@ if GROUPED_MODALITIES:
             ENV
         script:
             "../scripts/merge_cases.py"
+
+
+if len(SHARED_CLASSICAL) > 1:
+
+    ruleorder: reconstruct_classical > reconstruct
+
+    rule reconstruct_classical:
+        """Reconstruct and score every test case of one MRI setting with each classical method."""
+        input:
+            measurements=f"{RESULTS}/mri/{{dataset}}/{{setting}}/measurements.h5",
+            target=f"{RESULTS}/mri/{{dataset}}/{{setting}}/target.h5",
+        output:
+            **{f"{m}_{part}": f"{RESULTS}/mri/{{dataset}}/{{setting}}/{m}/{part}.{ext}"
+               for m in SHARED_CLASSICAL for part, ext in (("recon", "h5"), ("metrics", "csv"))},
+        log:
+            "logs/reconstruct_classical/mri/{dataset}/{setting}.log",
+        wildcard_constraints:
+            setting=TABLE_SETTING,
+        params:
+            methods=SHARED_CLASSICAL,
+            method_params=lambda w: {m: X.method_params("mri", w.setting, m) for m in SHARED_CLASSICAL},
+        conda:
+            ENV
+        script:
+            "../scripts/reconstruct_classical.py"
