@@ -507,3 +507,28 @@ def test_case_groups_merge_into_the_one_job_file(tmp_path):
         assert dict(a.attrs) == dict(b.attrs)
     groups = sorted(p.name for p in (tmp_path / "groups" / "results").rglob("cases/*.h5"))
     assert groups == ["1-of-3.h5", "2-of-3.h5", "3-of-3.h5"]
+
+
+def test_make_priors_retrains_and_exports_every_shipped_model(tmp_path):
+    """`make priors` (dry run): one snakemake call that trains every model config.yaml ships
+    weights for, with retrain, and one export-weights per model into exactly the file the config
+    names — the priors and the supervised baselines' per-family files alike."""
+    import shlex
+
+    text = subprocess.run(["make", "-n", "priors"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    text = text.replace("\\\n", " ")
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    shipped = {cfg["score_mri"]["weights"], *(p["weights"] for p in cfg["ct_priors"].values() if p.get("weights"))}
+    shipped |= {*cfg["mri"]["unet"]["weights"].values(), *cfg["mri"]["varnet"]["weights"].values(),
+                *cfg["ct"]["fbp_unet"]["weights"].values()}
+    exports = re.findall(r"export-weights (\S+) (\S+)", text)
+    assert {out for _, out in exports} == shipped and len(exports) == len(shipped) == 8
+    call = next(ln for ln in text.splitlines() if "snakemake" in ln and "retrain=true" in ln)
+    targets = shlex.split(call)[shlex.split(call).index("--") + 1:]
+    assert sorted(targets) == sorted(src for src, _ in exports)
+    proc = snakemake("-n", *targets, "--configfile", str(ROOT / "config.yaml"), "--config", "retrain=true",
+                     cwd=tmp_path)
+    counts = _job_counts(proc)
+    assert counts["train_score_mri"] == 1 and counts["train_ct_prior"] == 4
+    assert counts["train_unet"] == counts["train_varnet"] == counts["train_fbp_unet"] == 1
+    assert not any(k.startswith("install_weights") for k in counts)
