@@ -123,6 +123,35 @@ def _eps_mse(net, schedule, x0: torch.Tensor, t: int, labels, gen: torch.Generat
     return tot / n
 
 
+def ct_score_report(results: Path, cfg: dict, max_volumes: int, extra: list[Path]) -> list[str]:
+    """DiffusionMBIR's VE score prior (and any ``extra`` checkpoints of it, e.g. an earlier step):
+    relative denoising error on axial slices of the train and test splits."""
+    from diffrecon.data.ct_volumes import read_ct_volume
+    from diffrecon.models.loading import load_ct_prior
+
+    dataset = cfg["ct_priors"]["score"]["dataset"]
+    nets = []
+    for stem in [results / "models" / "ct_score" / dataset / "model", *extra]:
+        net, _, meta = load_ct_prior(Path(stem).with_suffix(""))
+        nets.append((f"score prior (DiffusionMBIR), step {meta.get('step')}", net.eval()))
+    lines = ["### CT score prior (DiffusionMBIR)", "",
+             "Relative denoising error ‖D(x+σz) − x‖² / ‖σz‖² on axial slices in [0, 1] (lower is better).", ""]
+    manifest = _manifest(results, "ct", dataset)
+    for split in ("train", "test"):
+        vols = [read_ct_volume(p) for p in manifest["splits"].get(split, [])[:max_volumes]]
+        if not vols:
+            continue
+        images = torch.from_numpy(np.stack([sl for v in vols for sl in v[::2]]))[:, None].float()
+        lines += [f"**{dataset} / {split}**", "",
+                  "| network | n | " + " | ".join(f"σ = {s:g}" for s in SIGMAS) + " |", "|:---|---:|" + "---:|" * len(SIGMAS)]
+        for name, net in nets:
+            gen = torch.Generator().manual_seed(0)
+            errs = [_ve_error(net, images, s, gen) for s in SIGMAS]
+            lines.append(f"| {name} | {images.shape[0]} | " + " | ".join(f"{e:.3f}" for e in errs) + " |")
+        lines.append("")
+    return lines
+
+
 def ct_report(results: Path, cfg: dict, max_volumes: int) -> list[str]:
     from diffrecon.data.ct_volumes import read_ct_volume
     from diffrecon.models.loading import load_ct_prior
@@ -163,6 +192,8 @@ def main() -> int:
     ap.add_argument("--max-volumes", type=int, default=4, help="volumes per split")
     ap.add_argument("--only", choices=["mri", "ct"], help="one modality")
     ap.add_argument("--out", type=Path, help="also write the Markdown here")
+    ap.add_argument("--ct-score-also", type=Path, nargs="*", default=[],
+                    help="further checkpoints of the CT score prior to compare (e.g. an earlier step)")
     args = ap.parse_args()
     torch.manual_seed(0)
     cfg = yaml.safe_load(args.config.read_text())
@@ -171,6 +202,8 @@ def main() -> int:
         lines += mri_report(args.results, cfg, args.max_volumes)
     if args.only in (None, "ct"):
         lines += ct_report(args.results, cfg, args.max_volumes)
+        if cfg["ct_priors"].get("score"):
+            lines += ct_score_report(args.results, cfg, args.max_volumes, args.ct_score_also)
     text = "\n".join(lines)
     print(text)
     if args.out:
