@@ -333,6 +333,22 @@ def repository_root() -> Path:
     return Path(os.environ.get("DIFFRECON_ROOT") or Path(__file__).resolve().parents[2])
 
 
+#: the config block of each supervised baseline that may ship weights per mask family / CT setting
+BASELINE_BLOCKS = {"unet": "mri.unet", "varnet": "mri.varnet", "fbp_unet": "ct.fbp_unet"}
+
+
+def baseline_weights(config: dict) -> dict[str, dict[str, str]]:
+    """{baseline: {mask family or CT setting: weights file}} of the supervised baselines whose block
+    (:data:`BASELINE_BLOCKS`) has a ``weights`` map; retrain or not is the caller's business."""
+    out = {}
+    for name, key in BASELINE_BLOCKS.items():
+        section, block = key.split(".")
+        files = ((config.get(section) or {}).get(block) or {}).get("weights")
+        if files:
+            out[name] = dict(files)
+    return out
+
+
 def _check_weights(config: dict) -> None:
     """Shipped weights given (and not retraining) exist, as do their .sha256 files."""
     if config.get("retrain"):
@@ -340,11 +356,8 @@ def _check_weights(config: dict) -> None:
     given = [("score_mri.weights", (config.get("score_mri") or {}).get("weights"), "score_mri")]
     given += [(f"ct_priors.{k}.weights", (v or {}).get("weights"), f"ct_{k}")
               for k, v in (config.get("ct_priors") or {}).items()]
-    for key, block in (("mri.unet", (config.get("mri") or {}).get("unet")),        # supervised baselines:
-                       ("mri.varnet", (config.get("mri") or {}).get("varnet")),    # one file per family
-                       ("ct.fbp_unet", (config.get("ct") or {}).get("fbp_unet"))):
-        given += [(f"{key}.weights.{family}", weights, key.split(".")[1])
-                  for family, weights in ((block or {}).get("weights") or {}).items()]
+    given += [(f"{BASELINE_BLOCKS[name]}.weights.{family}", weights, name)       # supervised baselines:
+              for name, files in baseline_weights(config).items() for family, weights in files.items()]
     for key, weights, want in given:
         if not weights:
             continue
@@ -381,7 +394,9 @@ def _weights_problem(path: Path, want: str) -> str | None:
         return None
     if not isinstance(meta, dict):
         return None
-    method = "fbp_unet" if meta.get("kind") == "fbp_unet" else meta.get("method", "score_mri")
+    from diffrecon.io import sidecar_model
+
+    method = sidecar_model(meta)
     if method == want:
         return None
     layout = f" (imported layout {meta['layout']})" if meta.get("layout") else ""

@@ -47,6 +47,21 @@ def _is_buffer(path) -> bool:
     return hasattr(path, "read") and hasattr(path, "seek")
 
 
+def sidecar_model(meta: dict) -> str:
+    """Which model a weights file's sidecar describes: its ``method`` (``score_mri`` when absent,
+    as in the first exported priors), except the FBP-U-Net, a ``unet`` of ``kind`` ``fbp_unet``."""
+    return "fbp_unet" if meta.get("kind") == "fbp_unet" else meta.get("method", "score_mri")
+
+
+def sidecar_field(meta: dict, field: str):
+    """A sidecar's ``field``; ``mask_family`` is derived from a supervised MRI baseline's ``mask``
+    record as the workflow names its models' folders (``gaussian1d-R4-acs0.12``)."""
+    mask = meta.get("mask")
+    if field == "mask_family" and isinstance(mask, dict):
+        return f"{mask['kind']}-R{float(mask['acceleration']):g}-acs{float(mask['acs_fraction']):g}"
+    return meta.get(field)
+
+
 def sha256_file(path) -> str:
     """sha256 hex digest of a file, read in 1 MiB blocks (any size)."""
     import hashlib

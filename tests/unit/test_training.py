@@ -471,7 +471,7 @@ def test_shipped_mri_baselines_load_for_the_family_they_are_shipped_for(name, fa
     """The shipped U-Net / E2E-VarNet: checksum, the family of config.yaml's map, finite EMA weights."""
     import yaml
 
-    from diffrecon.models.checkpoint import sidecar_field
+    from diffrecon.io import sidecar_field
     from diffrecon.models.loading import load_unet, load_varnet
 
     shipped = yaml.safe_load((ROOT / "config.yaml").read_text())["mri"][name]["weights"]

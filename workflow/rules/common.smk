@@ -15,7 +15,7 @@ except ImportError:
     sys.stderr.write("diffrecon is not installed in the Python running snakemake: run `make venv` and use "
                      ".venv/bin/snakemake, or `pip install -e .` in your environment\n")
     sys.exit(1)
-from diffrecon.config import ConfigError, case_group_methods, read_yaml, validate_config
+from diffrecon.config import ConfigError, baseline_weights, case_group_methods, read_yaml, validate_config
 from diffrecon.experiment import VIEWS, Experiment
 from diffrecon.settings import CTSetting, MRISetting
 
@@ -255,13 +255,9 @@ def figure_inputs(wildcards):
 
 
 def shipped_baselines():
-    """{baseline: {mask family or CT setting: shipped weights}} of the supervised baselines whose
-    block has a ``weights`` map (unet, varnet: mri.<name>; fbp_unet: ct.fbp_unet); empty with retrain."""
-    if config["retrain"]:
-        return {}
-    blocks = {"unet": (config.get("mri") or {}).get("unet"), "varnet": (config.get("mri") or {}).get("varnet"),
-              "fbp_unet": (config.get("ct") or {}).get("fbp_unet")}
-    return {name: dict(block["weights"]) for name, block in blocks.items() if block and block.get("weights")}
+    """{baseline: {mask family or CT setting: shipped weights}} (diffrecon.config.baseline_weights);
+    empty with retrain."""
+    return {} if config["retrain"] else baseline_weights(config)
 
 
 def repository_path(path):

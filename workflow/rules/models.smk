@@ -189,7 +189,7 @@ for _baseline, _shipped in shipped_baselines().items():
         name:
             f"install_weights_{_baseline}"
         input:
-            weights=lambda w, b=_baseline: repository_path(shipped_baselines()[b][w.family]),
+            weights=lambda w, files=_shipped: repository_path(files[w.family]),
         output:
             weights=f"{RESULTS}/models/{_baseline}/{{dataset}}/{{family}}/model.safetensors",
             sidecar=f"{RESULTS}/models/{_baseline}/{{dataset}}/{{family}}/model.json",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from diffrecon.io import sha256_file
+from diffrecon.io import sha256_file, sidecar_field, sidecar_model
 
 
 
@@ -171,15 +171,6 @@ def verify_sha256_file(weights, remedy: str = "re-fetch the file") -> str:
     return actual
 
 
-def sidecar_field(meta: dict, field: str):
-    """A sidecar's ``field``; ``mask_family`` is derived from a supervised MRI baseline's ``mask``
-    record as the workflow names its models' folders (``gaussian1d-R4-acs0.12``)."""
-    mask = meta.get("mask")
-    if field == "mask_family" and isinstance(mask, dict):
-        return f"{mask['kind']}-R{float(mask['acceleration']):g}-acs{float(mask['acs_fraction']):g}"
-    return meta.get(field)
-
-
 def install_weights(shipped, out_stem, method: str | None = None, expect: dict | None = None) -> Path:
     """Verify shipped weights against their ``.sha256`` file and copy weights + sidecar to ``out_stem``.
 
@@ -206,14 +197,14 @@ def install_weights(shipped, out_stem, method: str | None = None, expect: dict |
     if not sidecar.is_file():
         raise FileNotFoundError(f"{sidecar}: sidecar not found next to the weights")
     meta = read_sidecar(sidecar)
-    found = meta.get("kind") if meta.get("kind") == "fbp_unet" else meta.get("method", "score_mri")
+    found = sidecar_model(meta)
     if method is not None and found != method:
         layout = f", imported layout {meta['layout']}" if meta.get("layout") else ""
         raise CheckpointError(f"{shipped}: weights of a {found!r} prior{layout}, not of the {method!r} prior "
                               "they are given for")
     for field, value in (expect or {}).items():
-        if sidecar_field(meta, field) != value:
-            raise CheckpointError(f"{sidecar}: trained for {field} {sidecar_field(meta, field)!r}, installed for {value!r}; "
+        if (recorded := sidecar_field(meta, field)) != value:
+            raise CheckpointError(f"{sidecar}: trained for {field} {recorded!r}, installed for {value!r}; "
                                   "ship weights trained for it or retrain with --config retrain=true")
     if meta.get("sha256") and meta["sha256"] != actual:
         raise CheckpointError(f"{sidecar}: its sha256 ({str(meta['sha256'])[:12]}…) differs from the weights' "
